@@ -1,0 +1,138 @@
+"""The `embedpipe` command: run, preprocess, train, embed, neighbors.
+
+Options the command does not know go to Beam's `PipelineOptions` untouched. Exit status: 0 success,
+1 job failure, 2 bad config or arguments (one line, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+from pipelines.config import ConfigError, load_config
+
+logger = logging.getLogger("embedpipe")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise UsageError(message)
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML job config")
+    parser.add_argument("--output", help="output root (default: the config's `output`)")
+    parser.add_argument("--run-id", help="run id (default: a UTC timestamp)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="embedpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run_args(commands.add_parser("run", help="preprocess, train and embed into one run directory"))
+    _add_run_args(commands.add_parser("preprocess", help="raw rows -> TFRecords, transform_fn, vocabularies"))
+    train = commands.add_parser("train", help="train the model of a preprocessed run")
+    train.add_argument("run_dir")
+    embed = commands.add_parser("embed", help="write every entity's vector to Parquet")
+    embed.add_argument("run_dir")
+    neighbors = commands.add_parser("neighbors", help="nearest neighbours of one key")
+    neighbors.add_argument("run_dir")
+    neighbors.add_argument("--entity", required=True)
+    neighbors.add_argument("--key", required=True)
+    neighbors.add_argument("-k", type=int, default=10)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, beam_args = build_parser().parse_known_args(argv)
+        if beam_args and args.command in ("train", "neighbors"):
+            raise UsageError(f"unrecognized arguments: {' '.join(beam_args)}")
+    except UsageError as error:
+        print(f"embedpipe: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command: Callable[[argparse.Namespace, list[str]], int] = COMMANDS[args.command]
+    try:
+        return command(args, beam_args)
+    except (ConfigError, UsageError) as error:
+        print(f"embedpipe: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:  # a failed job: say what failed, keep the traceback for --verbose
+        logger.debug("job failed", exc_info=True)
+        print(f"embedpipe: {args.command} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _new_run(args: argparse.Namespace):
+    from pipelines.rundir import RunDir, new_run_id
+    config, raw = load_config(args.config)
+    run = RunDir(os.path.join(args.output or config.output, args.run_id or new_run_id()))
+    if not run.exists():
+        run.create(config.name, raw)
+    return config, run
+
+
+def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.preprocess import run_preprocess
+    config, run = _new_run(args)
+    run_preprocess(config, run, beam_args)
+    print(run.path)
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from trainer.task import train_run
+    train_run(args.run_dir)
+    return EXIT_OK
+
+
+def cmd_embed(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.embed import run_embed
+    from pipelines.rundir import resolve_run
+    run_embed(resolve_run(args.run_dir), beam_args)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.embed import run_embed
+    from pipelines.preprocess import run_preprocess
+    from pipelines.rundir import write_latest
+    from trainer.task import train_run
+    config, run = _new_run(args)
+    started = time.time()
+    run_preprocess(config, run, beam_args)
+    train_run(run.path)
+    run_embed(run, beam_args)
+    write_latest(run.output, run.run_id)
+    logger.info("run %s complete in %.0f s", run.run_id, time.time() - started)
+    print(run.path)
+    return EXIT_OK
+
+
+def cmd_neighbors(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.neighbors import print_neighbors
+    from pipelines.rundir import resolve_run
+    if args.k < 1:
+        raise UsageError(f"-k must be >= 1, got {args.k}")
+    print_neighbors(resolve_run(args.run_dir), args.entity, args.key, args.k)
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "preprocess": cmd_preprocess, "train": cmd_train, "embed": cmd_embed,
+            "neighbors": cmd_neighbors}
+
+if __name__ == "__main__":
+    sys.exit(main())

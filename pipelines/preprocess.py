@@ -1,0 +1,262 @@
+"""Stage 1: raw rows -> invalid rows, train/eval split, tf.Transform, gzipped TFRecords.
+
+Outputs (published into the run directory only when the whole job succeeded):
+    transform/   tf.Transform's transform_fn/ (vocabularies in its assets/), transformed_metadata/,
+                 and metadata/ (the raw schema, so `TFTransformOutput.raw_feature_spec()` works)
+    data/        train-*.tfrecord.gz, eval-*.tfrecord.gz, entities/<entity>/part-*.parquet
+    invalid/     invalid-*.jsonl: {"file", "record", "reason"} per rejected row
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from tfx_bsl.public import tfxio
+
+from pipelines.config import Config
+from pipelines.entities import WriteEntityTables
+from pipelines.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
+from pipelines.rundir import RunDir
+from pipelines.schema import FLOAT, INT, RawSchema, inspect_input
+from transforms.preprocessing import build_preprocessing_fn
+
+logger = logging.getLogger(__name__)
+
+COUNTERS = ("rows_read", "rows_valid", "rows_invalid", "rows_train", "rows_eval", "identity_out_of_range")
+OUTPUTS = ("transform", "data", "invalid")
+DECODE_BATCH_SIZE = 4096
+_TF_DTYPES = {FLOAT: tf.float32, INT: tf.int64}
+
+
+class InvalidInputError(RuntimeError):
+    """Too many invalid rows, or no valid row at all."""
+
+
+def raw_feature_spec(schema: RawSchema) -> dict[str, tf.io.FixedLenFeature]:
+    """The raw tf.Transform inputs: one scalar per column (missing values already defaulted)."""
+    return {c: tf.io.FixedLenFeature([], _TF_DTYPES.get(t, tf.string)) for c, t in schema.types.items()}
+
+
+class ReadRawRows(beam.PTransform):
+    """Reads the input files -> (file name, raw record): bytes lines, tf.Example bytes or Parquet rows."""
+
+    def __init__(self, config: Config, schema: RawSchema):
+        super().__init__()
+        self._format = config.input.format
+        self._pattern = config.input.path
+        self._files = list(schema.files)
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        if self._format == "tfrecord":
+            return (pipeline | "ListFiles" >> beam.Create(self._files)
+                    | "ReadExamples" >> beam.io.ReadAllFromTFRecord(with_filename=True))
+        if self._format == "parquet":
+            return (pipeline | "ListFiles" >> beam.Create(self._files)
+                    | "ReadParquetRows" >> beam.io.ReadAllFromParquet(with_filename=True))
+        return pipeline | "ReadLines" >> beam.io.ReadFromTextWithFilename(
+            self._pattern, skip_header_lines=1 if self._format == "csv" else 0, coder=beam.coders.BytesCoder())
+
+
+class DecodeRows(beam.DoFn):
+    """A batch of (file, record) -> typed Arrow record batches tagged `train`/`eval`, plus `invalid` rows."""
+
+    def __init__(self, config: Config, schema: RawSchema):
+        self._config = config
+        self._schema = schema
+        self._counters = {name: Metrics.counter("embedpipe", name) for name in COUNTERS}
+
+    def setup(self) -> None:
+        self._decode = make_decoder(self._config, self._schema)
+        self._typer = RowTyper(self._config, self._schema)
+        self._splitter = Splitter(self._config)
+
+    def process(self, batch: list[tuple[str, Any]]) -> Iterator[Any]:
+        columns = {"train": [], "eval": []}
+        out_of_range = 0
+        for source, record in batch:
+            try:
+                row = self._decode(record)
+                values, bad_ids = self._typer.type_row(row)
+            except InvalidRow as error:
+                yield beam.pvalue.TaggedOutput("invalid", {
+                    "file": source, "record": record_text(record), "reason": str(error)})
+                continue
+            out_of_range += bad_ids
+            columns["eval" if self._splitter.is_eval(row, record) else "train"].append(values)
+        valid = len(columns["train"]) + len(columns["eval"])
+        for name, value in (("rows_read", len(batch)), ("rows_valid", valid), ("rows_invalid", len(batch) - valid),
+                            ("rows_train", len(columns["train"])), ("rows_eval", len(columns["eval"])),
+                            ("identity_out_of_range", out_of_range)):
+            self._counters[name].inc(value)
+        for split, rows in columns.items():
+            if rows:
+                arrays = [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), self._typer.arrow_schema)]
+                yield beam.pvalue.TaggedOutput(split, pa.RecordBatch.from_arrays(arrays, schema=self._typer.arrow_schema))
+
+
+class DecodeAndSplitRows(beam.PTransform):
+    """(file, record) -> {"train", "eval": typed record batches, "invalid": rejected rows}."""
+
+    def __init__(self, config: Config, schema: RawSchema):
+        super().__init__()
+        self._config = config
+        self._schema = schema
+
+    def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (records
+                | "BatchRecords" >> beam.BatchElements(min_batch_size=DECODE_BATCH_SIZE,
+                                                       max_batch_size=DECODE_BATCH_SIZE)
+                | "DecodeRows" >> beam.ParDo(DecodeRows(self._config, self._schema)).with_outputs(
+                    "train", "eval", "invalid"))
+
+
+def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig) -> pa.RecordBatch:
+    """Plain typed columns -> the list columns tf.Transform's tensor adapter expects (one value per row)."""
+    offsets = pa.array(range(batch.num_rows + 1), type=pa.int64())
+    arrays = [pa.LargeListArray.from_arrays(offsets, batch.column(field.name).cast(field.type.value_type))
+              for field in adapter.arrow_schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=adapter.arrow_schema)
+
+
+class AnalyzeAndTransform(beam.PTransform):
+    """Analyzes the train split only (no eval leakage into vocabularies or scaling), transforms both.
+
+    Returns:
+        (serialized train tf.Examples, serialized eval tf.Examples, transform_fn).
+    """
+
+    def __init__(self, config: Config, schema: RawSchema):
+        super().__init__()
+        self._config = config
+        spec = raw_feature_spec(schema)
+        self._adapter = tfxio.TFExampleBeamRecord(
+            physical_format="arrow", telemetry_descriptors=["embedpipe"],
+            schema=schema_utils.schema_from_feature_spec(spec)).TensorAdapterConfig()
+
+    def expand(self, splits: tuple[beam.PCollection, beam.PCollection]) -> tuple:
+        train, evaluation = splits
+        preprocessing_fn = build_preprocessing_fn(
+            self._config.features, self._config.label_column, self._config.model.task == "classification")
+        train_input = train | "ToTransformInput[train]" >> beam.Map(to_transform_input, self._adapter)
+        eval_input = evaluation | "ToTransformInput[eval]" >> beam.Map(to_transform_input, self._adapter)
+        transform_fn = (train_input, self._adapter) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        encoded = []
+        for split, data in (("train", train_input), ("eval", eval_input)):
+            transformed = (((data, self._adapter), transform_fn)
+                           | f"TransformDataset[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
+            encoded.append(transformed | f"EncodeExamples[{split}]" >> tft_beam.EncodeTransformedDataset())
+        return encoded[0], encoded[1], transform_fn
+
+
+class WriteExamples(beam.PTransform):
+    """Serialized tf.Examples -> `<prefix>-SSSSS-of-NNNNN.tfrecord.gz`."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self._prefix = prefix
+
+    def expand(self, examples: beam.PCollection) -> beam.PCollection:
+        return examples | "WriteTFRecords" >> beam.io.WriteToTFRecord(
+            self._prefix, file_name_suffix=".tfrecord.gz", compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+
+
+class WriteInvalidRows(beam.PTransform):
+    """Rejected rows -> `invalid/invalid-*.jsonl`, one JSON object per row."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        return (rows
+                | "FormatInvalidRows" >> beam.Map(json.dumps, ensure_ascii=False)
+                | "WriteInvalidRows" >> beam.io.WriteToText(os.path.join(self._directory, "invalid"),
+                                                            file_name_suffix=".jsonl"))
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staging: str,
+                   temp_dir: str) -> None:
+    """Wires the preprocess job into `pipeline`, writing everything under `staging`."""
+    with tft_beam.Context(temp_dir=temp_dir):
+        records = pipeline | "ReadRawRows" >> ReadRawRows(config, schema)
+        rows = records | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema)
+        train_examples, eval_examples, transform_fn = (
+            (rows.train, rows.eval) | "AnalyzeAndTransform" >> AnalyzeAndTransform(config, schema))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(os.path.join(staging, "transform"))
+        _ = train_examples | "WriteTrainExamples" >> WriteExamples(os.path.join(staging, "data", "train"))
+        _ = eval_examples | "WriteEvalExamples" >> WriteExamples(os.path.join(staging, "data", "eval"))
+        _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(os.path.join(staging, "invalid"))
+        tagged = ((rows.train | "TagTrain" >> beam.Map(lambda b: (True, b)),
+                   rows.eval | "TagEval" >> beam.Map(lambda b: (False, b)))
+                  | "FlattenSplits" >> beam.Flatten())
+        _ = tagged | "WriteEntityTables" >> WriteEntityTables(config, schema, staging)
+
+
+def read_counters(result: beam.runners.runner.PipelineResult, names: tuple[str, ...]) -> dict[str, int]:
+    """Committed values of all embedpipe Beam counters; `names` are reported as 0 when they never fired."""
+    counts = {name: 0 for name in names}
+    for counter in result.metrics().query(MetricsFilter().with_namespace("embedpipe"))["counters"]:
+        name = counter.key.metric.name
+        counts[name] = counts.get(name, 0) + (counter.committed or 0)
+    return counts
+
+
+def check_invalid_fraction(counts: dict[str, int], max_fraction: float, invalid_dir: str) -> None:
+    """Raises InvalidInputError when the input is empty or has too many invalid rows."""
+    read, invalid = counts["rows_read"], counts["rows_invalid"]
+    if read == 0:
+        raise InvalidInputError("the input has no rows")
+    if counts["rows_valid"] == 0 or counts["rows_train"] == 0:
+        raise InvalidInputError(f"no valid training row among {read} rows read; see {invalid_dir}")
+    if invalid / read > max_fraction:
+        raise InvalidInputError(
+            f"{invalid} of {read} rows invalid ({invalid / read:.2%}), above input.max_invalid_fraction "
+            f"{max_fraction:.2%}; see {invalid_dir}")
+
+
+def run_preprocess(config: Config, run: RunDir, beam_args: list[str]) -> dict[str, Any]:
+    """Runs the preprocess job for `run` and publishes its outputs.
+
+    Returns:
+        The row counts recorded in the manifest.
+
+    Raises:
+        ConfigError: the input does not match the config (before any Beam work).
+        InvalidInputError: too many invalid rows (outputs stay unpublished).
+    """
+    started = time.time()
+    schema = inspect_input(config)
+    staging = run.clear_staging("preprocess")
+    options = PipelineOptions(beam_args)
+    temp_dir = options.view_as(GoogleCloudOptions).temp_location or os.path.join(staging, "tmp")
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(raw_feature_spec(schema))),
+        os.path.join(staging, "transform", "metadata"))
+    logger.info("preprocess: %d input file(s) -> %s", len(schema.files), run.path)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, schema, staging, temp_dir)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = read_counters(result, COUNTERS)
+    run.record_stage("preprocess", "running", started, counts=counts)
+    try:
+        check_invalid_fraction(counts, config.input.max_invalid_fraction, run.join("invalid"))
+    except InvalidInputError:
+        run.publish("preprocess", ["invalid"])  # so the user can read what was rejected
+        run.record_stage("preprocess", "failed", started, counts=counts)
+        raise
+    run.publish("preprocess", OUTPUTS)
+    run.record_stage("preprocess", "succeeded", started, counts=counts)
+    logger.info("preprocess: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts

@@ -1,0 +1,211 @@
+"""Raw records -> typed rows: decoding per input format, typing per column, the split decision.
+
+Missing values (an empty CSV field, a JSON null, an absent key or tf.Example feature) get these
+defaults: categorical strings -> "" (the OOV bucket of a vocabulary, the hash bucket of "" for
+hashes), identity ids -> -1 (the default bucket), numbers -> NaN (imputed with the training mean
+by the transform). A missing or non-finite label makes the row invalid.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import math
+from typing import Any, Callable, Mapping
+
+import pyarrow as pa
+
+from pipelines.config import Config
+from pipelines.schema import FLOAT, INT, STRING, RawSchema
+
+EVAL_FLAGS = frozenset({"1", "true", "t", "yes", "y", "eval"})
+_HASH_SCALE = float(2 ** 64)
+
+
+class InvalidRow(ValueError):
+    """The record cannot be used; the message is the reason written to `invalid/`."""
+
+
+def record_text(record: Any) -> str:
+    """The raw record as it is written to `invalid/` (bytes that are not UTF-8 as base64)."""
+    if isinstance(record, bytes):
+        try:
+            return record.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(record).decode("ascii")
+    if isinstance(record, dict):
+        return json.dumps(record, default=str, sort_keys=True)
+    return str(record)
+
+
+def _utf8(record: bytes) -> str:
+    try:
+        return record.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidRow(f"invalid UTF-8 at byte {error.start}") from error
+
+
+def make_decoder(config: Config, schema: RawSchema) -> Callable[[Any], Mapping[str, Any]]:
+    """Returns a function raw record -> {column: value or None} for the configured format."""
+    fmt = config.input.format
+    if fmt == "csv":
+        header, delimiter = schema.header, config.input.delimiter
+
+        def decode_csv(record: bytes) -> Mapping[str, Any]:
+            fields = next(csv.reader([_utf8(record)], delimiter=delimiter), [])
+            if len(fields) != len(header):
+                raise InvalidRow(f"expected {len(header)} CSV fields, got {len(fields)}")
+            return dict(zip(header, fields))
+        return decode_csv
+    if fmt == "jsonl":
+        def decode_json(record: bytes) -> Mapping[str, Any]:
+            try:
+                value = json.loads(_utf8(record))
+            except ValueError as error:
+                raise InvalidRow(f"invalid JSON ({error.msg} at column {error.colno})") from error
+            if not isinstance(value, dict):
+                raise InvalidRow(f"a JSON line must be an object, got {type(value).__name__}")
+            return value
+        return decode_json
+    if fmt == "text":
+        column = config.input.text_column
+        return lambda record: {column: _utf8(record)}
+    if fmt == "tfrecord":
+        return _decode_example
+    return lambda record: record  # parquet rows arrive as dicts
+
+
+def _decode_example(record: bytes) -> Mapping[str, Any]:
+    from tensorflow.core.example import example_pb2
+    try:
+        example = example_pb2.Example.FromString(record)
+    except Exception as error:  # protobuf raises DecodeError, not a public subclass of ValueError
+        raise InvalidRow("not a serialized tf.Example") from error
+    values: dict[str, Any] = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        items = list(getattr(feature, kind).value) if kind else []
+        if len(items) > 1:
+            raise InvalidRow(f"feature {name!r} has {len(items)} values; one is expected")
+        values[name] = items[0] if items else None
+    return values
+
+
+class RowTyper:
+    """Types one decoded row into the columns of a raw record batch.
+
+    The output columns are the tf.Transform inputs (typed per `RawSchema.types`) followed by the
+    entity metadata columns (typed per `RawSchema.metadata_types`).
+    """
+
+    def __init__(self, config: Config, schema: RawSchema):
+        self.columns = tuple(schema.types) + tuple(m for m in schema.metadata_types if m not in schema.types)
+        self.arrow_schema = pa.schema([(c, schema.arrow_type(c)) for c in self.columns])
+        self._types = schema.types
+        self._numeric = schema.numeric
+        self._label = config.label_column
+        self._identity_ranges = {f.column: f.num_buckets for f in config.features.values() if f.type == "identity"}
+
+    def type_row(self, row: Mapping[str, Any]) -> tuple[list[Any], int]:
+        """Returns the typed values in `columns` order and the number of out-of-range identity ids.
+
+        Raises:
+            InvalidRow: a value cannot be typed or the label is missing.
+        """
+        values = []
+        out_of_range = 0
+        for column in self.columns:
+            value = row.get(column)
+            kind = self._types.get(column)
+            if column == self._label:
+                value = self._label_value(column, value, kind)
+            elif kind == FLOAT:
+                value = _number(column, value)
+            elif kind == INT:
+                value = _integer(column, value)
+                if not 0 <= value < self._identity_ranges[column]:
+                    out_of_range += value != -1
+                    value = -1
+            elif kind == STRING:
+                if column in self._numeric:
+                    _number(column, value)
+                value = _string(column, value)
+            else:
+                value = _metadata(column, value, self.arrow_schema.field(column).type)
+            values.append(value)
+        return values, out_of_range
+
+    def _label_value(self, column: str, value: Any, kind: str) -> Any:
+        if value is None or value == "":
+            raise InvalidRow(f"label {column!r} is missing")
+        if kind == STRING:
+            return _string(column, value)
+        number = _number(column, value)
+        if math.isnan(number):
+            raise InvalidRow(f"label {column!r} is NaN")
+        return number
+
+
+def _string(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidRow(f"column {column!r}: invalid UTF-8") from error
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 3.0 from a typed format is the category "3", as in a CSV
+    return str(value)
+
+
+def _metadata(column: str, value: Any, arrow_type: pa.DataType) -> Any:
+    """Metadata keeps its input type; a value that does not fit it makes the row invalid."""
+    if value is None:
+        return None
+    if pa.types.is_string(arrow_type):
+        return _string(column, value)
+    try:
+        return {pa.int64(): int, pa.float64(): float, pa.bool_(): bool}[arrow_type](value)
+    except (TypeError, ValueError):
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not of type {arrow_type}") from None
+
+
+def _number(column: str, value: Any) -> float:
+    if value is None or value == "" or value == b"":
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not a number") from None
+    if math.isinf(number) or abs(number) > 3.4e38:
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is out of float32 range")
+    return number
+
+
+def _integer(column: str, value: Any) -> int:
+    number = _number(column, value)
+    if math.isnan(number):
+        return -1
+    if not number.is_integer():
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not an integer id")
+    return int(number)
+
+
+class Splitter:
+    """Deterministic train/eval decision: the same row lands in the same split on every runner."""
+
+    def __init__(self, config: Config):
+        self._column = config.split.column
+        self._key = config.split.key
+        self._threshold = config.split.eval_fraction * _HASH_SCALE
+
+    def is_eval(self, row: Mapping[str, Any], record: Any) -> bool:
+        if self._column:
+            return str(row.get(self._column, "")).strip().lower() in EVAL_FLAGS
+        text = "\x1f".join(str(row.get(k, "")) for k in self._key) if self._key else record_text(record)
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") < self._threshold

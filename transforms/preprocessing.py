@@ -1,0 +1,139 @@
+"""Feature specs -> a tf.Transform `preprocessing_fn`, and the size of every id space it creates.
+
+Every transformed feature keeps its config name. Categorical features become int64 ids
+(shape [batch]; text: a SparseTensor [batch, tokens]); numeric features become float32 [batch]
+(or int64 bucket ids with `bucketize`). The supervised label keeps its column name.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from pipelines.config import FeatureConfig
+
+LABEL_VOCABULARY = "__label__"
+CROSS_SEPARATOR = "|"
+
+Tensors = Mapping[str, tf.Tensor]
+
+
+def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | None = None,
+                           classification: bool = False) -> Callable[[Tensors], dict[str, tf.Tensor]]:
+    """Returns the `preprocessing_fn` for these features.
+
+    Args:
+        features: feature name -> spec.
+        label: raw label column of a supervised model, passed through (regression) or mapped to
+            class ids by a vocabulary without OOV buckets (classification).
+        classification: whether the label is a class.
+    """
+
+    def preprocessing_fn(inputs: Tensors) -> dict[str, tf.Tensor]:
+        outputs = {name: transform_feature(spec, inputs) for name, spec in features.items()}
+        if label:
+            outputs[label] = (tft.compute_and_apply_vocabulary(inputs[label], num_oov_buckets=0,
+                                                               vocab_filename=LABEL_VOCABULARY, name="label")
+                              if classification else _as_float(inputs[label]))
+        return outputs
+
+    return preprocessing_fn
+
+
+def transform_feature(spec: FeatureConfig, inputs: Tensors) -> tf.Tensor:
+    """One feature's transformed tensor (see the module docstring for shapes)."""
+    if spec.type == "cross":
+        parts = [_as_string(inputs[column]) for column in spec.columns]
+        joined = tf.strings.join(parts, separator=CROSS_SEPARATOR)
+        return tf.strings.to_hash_bucket_fast(joined, spec.hash_buckets)
+    x = inputs[spec.column]
+    if spec.type == "vocabulary":
+        return tft.compute_and_apply_vocabulary(
+            _as_string(x), top_k=spec.top_k, frequency_threshold=spec.frequency_threshold,
+            num_oov_buckets=spec.num_oov_buckets, vocab_filename=spec.name, name=spec.name)
+    if spec.type == "text":
+        tokens = tokenize(_as_string(x), spec.delimiter)
+        ids = tft.compute_and_apply_vocabulary(
+            tokens, top_k=spec.top_k, frequency_threshold=spec.frequency_threshold,
+            num_oov_buckets=spec.num_oov_buckets, vocab_filename=spec.name, name=spec.name)
+        return ids.to_sparse()
+    if spec.type == "vocabulary_list":
+        return _lookup_list(_as_string(x), spec.values, spec.num_oov_buckets)
+    if spec.type == "identity":
+        ids = _as_int(x)
+        return tf.where((ids >= 0) & (ids < spec.num_buckets), ids, tf.constant(spec.num_buckets, tf.int64))
+    if spec.type == "hash":
+        return tf.strings.to_hash_bucket_fast(_as_string(x), spec.hash_buckets)
+    return _numeric(spec, _as_float(x))
+
+
+def tokenize(text: tf.Tensor, delimiter: str | None) -> tf.RaggedTensor:
+    """Lower-cased tokens of each string, empty tokens dropped.
+
+    Args:
+        text: string tensor [batch].
+        delimiter: split on this string; None splits on whitespace.
+
+    Returns:
+        Ragged string tensor [batch, (tokens)].
+    """
+    tokens = tf.strings.split(tf.strings.lower(text, encoding="utf-8"), sep=delimiter)
+    if delimiter is not None:
+        tokens = tf.strings.strip(tokens)
+    return tf.ragged.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+
+
+def _numeric(spec: FeatureConfig, x: tf.Tensor) -> tf.Tensor:
+    finite = tf.math.is_finite(x)
+    # Missing values (NaN) take the training mean, so they carry no signal after scaling.
+    mean = tft.mean(tf.boolean_mask(x, finite), name=f"{spec.name}_mean")
+    x = tf.where(finite, x, tf.cast(mean, x.dtype))
+    if spec.bucketize:
+        return tft.bucketize(x, spec.bucketize, name=f"{spec.name}_bucketize")
+    if spec.normalize == "zscore":
+        return tft.scale_to_z_score(x, name=f"{spec.name}_zscore")
+    if spec.normalize == "minmax":
+        return tft.scale_to_0_1(x, name=f"{spec.name}_minmax")
+    return x
+
+
+def _lookup_list(x: tf.Tensor, values: tuple[str, ...], num_oov_buckets: int) -> tf.Tensor:
+    """Index of x in `values`; unknown values hash into `num_oov_buckets` ids after the list."""
+    matches = tf.equal(tf.expand_dims(x, -1), tf.constant(values))
+    known = tf.reduce_any(matches, axis=-1)
+    oov = len(values) + tf.strings.to_hash_bucket_fast(x, num_oov_buckets)
+    return tf.where(known, tf.argmax(tf.cast(matches, tf.int64), axis=-1), oov)
+
+
+def _as_string(x: tf.Tensor) -> tf.Tensor:
+    return x if x.dtype == tf.string else tf.strings.as_string(x)
+
+
+def _as_float(x: tf.Tensor) -> tf.Tensor:
+    if x.dtype == tf.string:
+        # "" is a missing value: NaN, like a missing number.
+        return tf.strings.to_number(tf.where(tf.strings.length(x) > 0, x, "nan"), tf.float32)
+    return tf.cast(x, tf.float32)
+
+
+def _as_int(x: tf.Tensor) -> tf.Tensor:
+    if x.dtype == tf.int64:
+        return x
+    x = _as_float(x)
+    return tf.cast(tf.where(tf.math.is_finite(x), x, -1.0), tf.int64)
+
+
+def num_categories(spec: FeatureConfig, tft_output: tft.TFTransformOutput) -> int:
+    """Rows of the embedding table of a categorical feature (ids are in [0, rows))."""
+    if spec.uses_vocabulary_file:
+        return tft_output.vocabulary_size_by_name(spec.name) + spec.num_oov_buckets
+    if spec.type == "vocabulary_list":
+        return len(spec.values) + spec.num_oov_buckets
+    if spec.type == "identity":
+        return spec.num_buckets + 1
+    if spec.type in ("hash", "cross"):
+        return spec.hash_buckets
+    if spec.type == "numeric" and spec.bucketize:
+        return spec.bucketize
+    raise ValueError(f"feature {spec.name!r} ({spec.type}) has no categories")
