@@ -4,6 +4,7 @@ import setuptools
 REQUIRED = [
     "tensorflow~=2.21.0",
     "tf-keras~=2.21.0",
+    "tensorboard>=2.20",
     "tensorflow-transform~=1.21.0",
     "tfx-bsl~=1.21.0",
     "apache-beam[gcp]~=2.77.0",

@@ -64,10 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "apache_beam.typehints.native_type_compatibility"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # per-feature and per-type-hint chatter
     command: Callable[[argparse.Namespace, list[str]], int] = COMMANDS[args.command]
     try:
         return command(args, beam_args)
-    except (ConfigError, UsageError) as error:
+    except (ConfigError, UsageError, LookupError) as error:  # LookupError: unknown entity or key
         print(f"embedpipe: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # a failed job: say what failed, keep the traceback for --verbose
@@ -94,7 +96,7 @@ def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from trainer.task import train_run
+    from trainer.train import train_run
     train_run(args.run_dir)
     return EXIT_OK
 
@@ -110,7 +112,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.embed import run_embed
     from pipelines.preprocess import run_preprocess
     from pipelines.rundir import write_latest
-    from trainer.task import train_run
+    from trainer.train import train_run
     config, run = _new_run(args)
     started = time.time()
     run_preprocess(config, run, beam_args)

@@ -15,7 +15,7 @@ import yaml
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord", "text")
 FEATURE_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "numeric", "text")
 CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "text")
-MODEL_KINDS = ("supervised", "two_tower", "skipgram")
+MODEL_KINDS = ("supervised", "two_tower")
 NORMALIZERS = ("zscore", "minmax", "none")
 TASKS = ("regression", "classification")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
@@ -90,7 +90,8 @@ class ModelConfig:
     early_stopping_patience: int = 0
     seed: int = 42
     temperature: float = 0.05
-    eval_max_users: int = 10000
+    sampling_correction: bool = True
+    eval_max_examples: int = 20000
 
     def dim_of(self, feature: str) -> int:
         """Embedding dimension of `feature`: its own setting, else the default."""
@@ -318,7 +319,8 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         early_stopping_patience=section.positive_int("early_stopping_patience", 0, minimum=0),
         seed=section.get("seed", int, 42),
         temperature=section.get("temperature", float, 0.05),
-        eval_max_users=section.positive_int("eval_max_users", 10000),
+        sampling_correction=section.get("sampling_correction", bool, True),
+        eval_max_examples=section.positive_int("eval_max_examples", 20000),
     )
     if model.learning_rate <= 0 or not math.isfinite(model.learning_rate):
         raise ConfigError(f"{section.key('learning_rate')}: must be a positive number")

@@ -1,0 +1,64 @@
+"""Shared fixtures: small real data (a taxi CSV sample, a MovieLens sample) and complete runs of it."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+import yaml
+
+from pipelines import cli
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TAXI_SAMPLE = ROOT / "tests" / "data" / "taxi_sample.csv"
+MOVIELENS_USERS = 60
+
+
+def write_config(directory: pathlib.Path, example: str, **overrides) -> pathlib.Path:
+    """An example config with `overrides` merged in (nested dicts replace per key), written as YAML."""
+    config = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = directory / f"{example}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str) -> int:
+    return cli.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def movielens_sample(tmp_path_factory) -> pathlib.Path:
+    """The first MOVIELENS_USERS users of MovieLens, as `python -m pipelines.datasets` writes it."""
+    from pipelines.datasets import movielens
+    frame = movielens()
+    path = tmp_path_factory.mktemp("movielens") / "ratings.csv"
+    frame[frame.userId <= MOVIELENS_USERS].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def taxi_run(tmp_path_factory) -> pathlib.Path:
+    """`embedpipe run` of the taxi example on the 2,000-row sample."""
+    directory = tmp_path_factory.mktemp("taxi")
+    config = write_config(directory, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+                          model={"epochs": 8, "early_stopping_patience": 0})
+    assert run_cli("run", config, "--output", directory / "runs", "--run-id", "t1") == 0
+    return directory / "runs" / "t1"
+
+
+@pytest.fixture(scope="session")
+def movielens_run(tmp_path_factory, movielens_sample) -> pathlib.Path:
+    """`embedpipe run` of the MovieLens example on a sample of users."""
+    directory = tmp_path_factory.mktemp("ml")
+    config = write_config(directory, "movielens", input={"path": str(movielens_sample)},
+                          model={"epochs": 3, "embedding_dim": 16})
+    assert run_cli("run", config, "--output", directory / "runs", "--run-id", "m1") == 0
+    return directory / "runs" / "m1"
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,161 @@
+"""Evaluation on the eval split, with baselines computed in the same run.
+
+Supervised regression: RMSE and MAE of the model, of the training mean, and of a least-squares
+linear model on the numeric features. Classification: accuracy and log loss beside the majority
+class. Two-tower: HR@K and NDCG@K ranking every candidate seen in training (the user's training
+items excluded), beside a popularity ranking.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+TOP_K = 10
+
+
+def regression_metrics(model: keras.Model, train: tf.data.Dataset, evaluation: tf.data.Dataset,
+                       numeric: list[str]) -> dict[str, float]:
+    """Model RMSE/MAE on eval beside the mean predictor and a linear model on `numeric` features."""
+    gram, moment, label_sum, count = None, None, 0.0, 0
+    for features, labels in train:  # normal equations, accumulated so memory stays constant
+        x = _design(features, numeric)
+        y = labels.numpy().astype(np.float64)
+        gram = x.T @ x if gram is None else gram + x.T @ x
+        moment = x.T @ y if moment is None else moment + x.T @ y
+        label_sum, count = label_sum + y.sum(), count + len(y)
+    weights = np.linalg.lstsq(gram, moment, rcond=None)[0]
+    mean = label_sum / count
+    errors = collections.defaultdict(list)
+    for features, labels in evaluation:
+        y = labels.numpy().astype(np.float64)
+        errors["model"].append(model(features, training=False).numpy().astype(np.float64) - y)
+        errors["mean"].append(mean - y)
+        errors["linear"].append(_design(features, numeric) @ weights - y)
+    out = {}
+    for name, parts in errors.items():
+        err = np.concatenate(parts)
+        prefix = "" if name == "model" else f"baseline_{name}_"
+        out[f"{prefix}rmse"] = float(np.sqrt(np.mean(err ** 2)))
+        out[f"{prefix}mae"] = float(np.mean(np.abs(err)))
+    out["eval_examples"] = int(len(np.concatenate(errors["model"])))
+    return out
+
+
+def _design(features: dict, numeric: list[str]) -> np.ndarray:
+    columns = [features[name].numpy().astype(np.float64) for name in numeric]
+    size = len(next(iter(features.values())).numpy()) if not columns else len(columns[0])
+    return np.column_stack([np.ones(size)] + columns)
+
+
+def classification_metrics(model: keras.Model, train: tf.data.Dataset,
+                           evaluation: tf.data.Dataset) -> dict[str, float]:
+    """Model accuracy and log loss on eval beside always predicting the majority training class."""
+    counts = collections.Counter()
+    for _, labels in train:
+        counts.update(labels.numpy().tolist())
+    majority = counts.most_common(1)[0][0]
+    correct = baseline = losses = total = 0
+    for features, labels in evaluation:
+        y = labels.numpy()
+        logits = model(features, training=False)
+        losses += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.maximum(labels, 0), logits=logits)))
+        correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
+        baseline += int(np.sum(y == majority))
+        total += len(y)
+    return {"accuracy": correct / total, "log_loss": losses / total,
+            "baseline_majority_accuracy": baseline / total, "eval_examples": total}
+
+
+@dataclasses.dataclass
+class Interactions:
+    """What the training split says about users and candidates.
+
+    Attributes:
+        seen: query id -> candidate ids in training.
+        counts: training count per candidate id [num_candidates].
+        features: candidate id -> its candidate features (ids, or token id lists).
+    """
+    seen: dict[int, set[int]]
+    counts: np.ndarray
+    features: dict[int, dict]
+
+
+def collect_interactions(train: tf.data.Dataset, query_id: str, candidate_id: str,
+                         candidate_features: list[str], num_candidates: int) -> Interactions:
+    seen: dict[int, set[int]] = collections.defaultdict(set)
+    counts = np.zeros(num_candidates, np.int64)
+    features: dict[int, dict] = {}
+    for batch in train:
+        users, items = batch[query_id].numpy(), batch[candidate_id].numpy()
+        counts += np.bincount(items, minlength=num_candidates)
+        values = {name: _rows(batch[name]) for name in candidate_features}
+        for row, (user, item) in enumerate(zip(users.tolist(), items.tolist())):
+            seen[user].add(item)
+            if item not in features:
+                features[item] = {name: values[name][row] for name in candidate_features}
+    return Interactions(dict(seen), counts, features)
+
+
+def _rows(tensor: tf.Tensor | tf.SparseTensor) -> list:
+    if isinstance(tensor, tf.SparseTensor):
+        return tf.RaggedTensor.from_sparse(tensor).to_list()
+    return tensor.numpy().tolist()
+
+
+def candidate_batch(features: dict[int, dict], ids: list[int]) -> dict:
+    """Stored candidate features of `ids` as model inputs (token lists -> SparseTensor)."""
+    batch = {}
+    for name in features[ids[0]]:
+        values = [features[i][name] for i in ids]
+        if isinstance(values[0], list):
+            batch[name] = tf.ragged.constant(values, dtype=tf.int64, ragged_rank=1).to_sparse()
+        else:
+            batch[name] = tf.constant(values, tf.int64)
+    return batch
+
+
+def ranking_metrics(query_tower: keras.Model, candidate_tower: keras.Model, evaluation: tf.data.Dataset,
+                    interactions: Interactions, query_id: str, candidate_id: str, max_examples: int,
+                    k: int = TOP_K) -> dict[str, float]:
+    """HR@k and NDCG@k of the towers and of popularity over every candidate seen in training."""
+    ids = sorted(interactions.features)
+    position = {item: index for index, item in enumerate(ids)}
+    vectors = np.concatenate([candidate_tower(candidate_batch(interactions.features, ids[i:i + 4096]),
+                                              training=False).numpy() for i in range(0, len(ids), 4096)])
+    popularity = interactions.counts[ids].astype(np.float64)
+    hits = collections.defaultdict(list)
+    examples = 0
+    for batch in evaluation:
+        if examples >= max_examples:
+            break
+        queries = query_tower({n: batch[n] for n in query_tower.input_names}, training=False).numpy()
+        scores = queries @ vectors.T
+        for row, (user, item) in enumerate(zip(batch[query_id].numpy().tolist(), batch[candidate_id].numpy().tolist())):
+            if examples >= max_examples:
+                break
+            examples += 1
+            target = position.get(item)
+            exclude = [position[i] for i in interactions.seen.get(user, ()) if i != item]
+            for name, row_scores in (("model", scores[row]), ("popularity", popularity)):
+                hits[name].append(_rank(row_scores, target, exclude))
+    out = {"eval_examples": examples, "candidates": len(ids)}
+    for name, ranks in hits.items():
+        ranks = np.array(ranks, dtype=np.float64)
+        prefix = "" if name == "model" else f"baseline_{name}_"
+        out[f"{prefix}hr@{k}"] = float(np.mean(ranks < k))
+        out[f"{prefix}ndcg@{k}"] = float(np.mean(np.where(ranks < k, 1.0 / np.log2(ranks + 2), 0.0)))
+    return out
+
+
+def _rank(scores: np.ndarray, target: int | None, exclude: list[int]) -> float:
+    """0-based rank of `target` among candidates not excluded; infinity when it was never seen."""
+    if target is None:
+        return np.inf
+    scores = scores.copy()
+    scores[exclude] = -np.inf
+    return float(np.sum(scores > scores[target]))

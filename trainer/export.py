@@ -1,0 +1,82 @@
+"""The exported SavedModel: raw features in, through the attached tf.Transform layer.
+
+Signatures (every input is a 1-D tensor [batch] of a raw column, named after the column):
+    serving_default         supervised: {"prediction": [batch]} or {"probabilities": [batch, classes],
+                            "class_id": [batch]}; two-tower: {"score": [batch]} = dot(query, candidate)
+    query_embedding         two-tower: query tower columns -> {"embedding": [batch, dim]}
+    candidate_embedding     two-tower: candidate tower columns -> {"embedding": [batch, dim]}
+    embed_<feature>         every embedded feature: its raw columns -> {"embedding": [batch, feature dim]}
+                            (a text column gives the mean of its tokens' vectors; one token gives that token's row)
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from pipelines.config import Config
+from trainer.layers import CategoricalEmbedding
+
+
+def signature_name(feature: str) -> str:
+    return f"embed_{feature}"
+
+
+class ExportModule(tf.Module):
+    """Holds the model and the tf.Transform layer so one SavedModel tracks both (and the vocabularies)."""
+
+    def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self.raw_spec = tft_output.raw_feature_spec()
+
+    def input_signature(self, columns: Iterable[str]) -> list[dict[str, tf.TensorSpec]]:
+        return [{c: tf.TensorSpec([None], self.raw_spec[c].dtype, name=c) for c in columns}]
+
+    def function(self, columns: Iterable[str], body: Callable[[dict], dict]) -> tf.types.experimental.ConcreteFunction:
+        """A concrete function raw columns -> outputs, `body` receiving the transformed features."""
+        columns = sorted(set(columns))
+
+        @tf.function(input_signature=self.input_signature(columns))
+        def serve(raw: dict) -> dict:
+            return body(self.tft_layer(raw))
+        return serve.get_concrete_function()
+
+
+def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.TFTransformOutput,
+                 embedding_layers: dict[str, CategoricalEmbedding]) -> None:
+    """Writes the SavedModel with the signatures described in the module docstring."""
+    module = ExportModule(model, tft_output)
+    features = config.features
+    signatures = {}
+    for name, layer in embedding_layers.items():
+        signatures[signature_name(name)] = module.function(
+            features[name].raw_columns, lambda t, n=name, l=layer: {"embedding": l(t[n])})
+    if config.model.kind == "two_tower":
+        towers = {"query": model.query_tower, "candidate": model.candidate_tower}
+        for tower_name, tower in towers.items():
+            columns = [c for f in getattr(config.model, tower_name) for c in features[f].raw_columns]
+            signatures[f"{tower_name}_embedding"] = module.function(
+                columns, lambda t, tw=tower: {"embedding": tw({n: t[n] for n in tw.input_names})})
+        all_columns = [c for f in config.model.query + config.model.candidate for c in features[f].raw_columns]
+        signatures["serving_default"] = module.function(all_columns, lambda t: _score(towers, t))
+    else:
+        all_columns = [c for f in features.values() for c in f.raw_columns]
+        signatures["serving_default"] = module.function(
+            all_columns, lambda t: _predict(model, t, config.model.task == "classification"))
+    tf.saved_model.save(module, path, signatures=signatures)
+
+
+def _score(towers: dict[str, keras.Model], transformed: dict) -> dict:
+    query, candidate = (tower({n: transformed[n] for n in tower.input_names}) for tower in towers.values())
+    return {"score": tf.reduce_sum(query * candidate, axis=-1)}
+
+
+def _predict(model: keras.Model, transformed: dict, classification: bool) -> dict:
+    output = model({n: transformed[n] for n in model.input_names})
+    if classification:
+        return {"probabilities": tf.nn.softmax(output), "class_id": tf.argmax(output, axis=-1)}
+    return {"prediction": output}

@@ -1,0 +1,70 @@
+"""Embedding layers shared by every model kind.
+
+Keras: the trainer uses `tf_keras` (Keras 2), the same Keras as tf.Transform's
+`TransformFeaturesLayer`, so the transform layer, the towers and the exported signatures live in
+one object graph and one SavedModel (see README, "Why Keras 2").
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.inputs import FeatureInput
+
+
+class CategoricalEmbedding(keras.layers.Layer):
+    """Embedding table of one categorical feature.
+
+    Dense ids [batch] -> vectors [batch, dim]; token ids (SparseTensor [batch, tokens]) -> the mean
+    of the token vectors [batch, dim] (zeros for an empty text).
+    The table is the weight `embeddings` [num_rows, dim], named after the feature so that a
+    warm start can find it in another run's checkpoint.
+    """
+
+    def __init__(self, num_rows: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_rows = num_rows
+        self.dim = dim
+
+    def build(self, input_shape) -> None:
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.num_rows, self.dim),
+            initializer=keras.initializers.RandomNormal(stddev=1.0 / max(self.dim, 1) ** 0.5))
+        super().build(input_shape)
+
+    def call(self, ids: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+        if isinstance(ids, tf.SparseTensor):
+            return tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, combiner="mean")
+        return tf.nn.embedding_lookup(self.embeddings, ids)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_rows": self.num_rows, "dim": self.dim}
+
+
+def model_input(feature: FeatureInput) -> keras.Input:
+    """The Keras input of one transformed feature."""
+    if feature.kind == "token_ids":
+        return keras.Input(shape=(None,), sparse=True, dtype=tf.int64, name=feature.name)
+    dtype = tf.float32 if feature.kind == "numeric" else tf.int64
+    return keras.Input(shape=(), dtype=dtype, name=feature.name)
+
+
+def embedding_layer(feature: FeatureInput) -> CategoricalEmbedding:
+    return CategoricalEmbedding(feature.num_rows, feature.dim, name=f"embedding_{feature.name}")
+
+
+def encode_features(features: list[FeatureInput], inputs: dict[str, keras.Input]) -> tuple[tf.Tensor, dict]:
+    """Concatenates embeddings of categorical inputs and the numeric inputs.
+
+    Returns:
+        (encoded [batch, sum of dims + numeric count], {feature name: its CategoricalEmbedding}).
+    """
+    parts, layers = [], {}
+    for feature in features:
+        if feature.embedded:
+            layers[feature.name] = embedding_layer(feature)
+            parts.append(layers[feature.name](inputs[feature.name]))
+        else:
+            parts.append(keras.layers.Reshape((1,), name=f"column_{feature.name}")(inputs[feature.name]))
+    encoded = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="concat_features")(parts)
+    return encoded, layers

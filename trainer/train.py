@@ -1,0 +1,167 @@
+"""Stage 2: fit the configured model on a run's TFRecords, evaluate it, export it.
+
+Outputs, published into the run when training succeeded:
+    model/export/       SavedModel serving raw features (see trainer/export.py)
+    model/checkpoints/  weights after every epoch
+    model/logs/         TensorBoard logs
+    metrics.json        eval metrics and same-run baselines
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from pipelines.config import Config, config_from_dict
+from pipelines.rundir import RunDir
+from trainer import evaluate
+from trainer.export import export_model
+from trainer.inputs import FeatureInput, feature_inputs, make_dataset, split_pattern
+from trainer.layers import CategoricalEmbedding
+from trainer.models import build_supervised, build_two_tower
+from transforms.preprocessing import LABEL_VOCABULARY
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = ("model", "metrics.json")
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """Multi-worker when `TF_CONFIG` names a cluster, else the default (one device) strategy."""
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if sum(len(tasks) for tasks in cluster.values()) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class Trainer:
+    """Trains one run's model; `job_dir` holds work files (backup for resuming, staging)."""
+
+    def __init__(self, run: RunDir, job_dir: str | None = None):
+        self.run = run
+        manifest = run.read_manifest()
+        if manifest.get("stages", {}).get("preprocess", {}).get("status") != "succeeded":
+            raise RuntimeError(f"{run.path}: preprocess has not succeeded; run `embedpipe preprocess` first")
+        self.config: Config = config_from_dict(manifest["config"])
+        self.tft_output = tft.TFTransformOutput(run.transform_dir)
+        self.inputs = feature_inputs(self.config, self.tft_output)
+        # Not cleared: a rerun after an interruption resumes from the backup kept here.
+        self.staging = job_dir or run.staging("train")
+        tf.io.gfile.makedirs(self.staging)
+        self.model_dir = os.path.join(self.staging, "model")
+
+    def dataset(self, split: str, shuffle: bool = False, with_label: bool = True) -> tf.data.Dataset:
+        model = self.config.model
+        spec = self.tft_output.transformed_feature_spec()
+        label = self.config.label_column if with_label else None
+        keep = set(self.inputs) | ({label} if label else set())
+        return make_dataset(split_pattern(self.run.path, split), {k: v for k, v in spec.items() if k in keep},
+                            model.batch_size, label=label, shuffle=shuffle, seed=model.seed)
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        model = self.config.model
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(self.staging, "backup")),
+            keras.callbacks.ModelCheckpoint(os.path.join(self.model_dir, "checkpoints", "epoch-{epoch:03d}"),
+                                            save_weights_only=True),
+            keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs"), embeddings_freq=0),
+        ]
+        if model.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=model.early_stopping_patience, restore_best_weights=True))
+        return callbacks
+
+    def build(self) -> tuple[keras.Model, Any]:
+        """The compiled model and what evaluation needs from the training pass (two-tower)."""
+        model = self.config.model
+        if model.kind == "two_tower":
+            query_id, candidate_id = model.query[0], model.candidate[0]
+            interactions = evaluate.collect_interactions(
+                self.dataset("train", with_label=False), query_id, candidate_id, list(model.candidate),
+                self.inputs[candidate_id].num_rows)
+            frequency = np.maximum(interactions.counts, 1) / max(interactions.counts.sum(), 1)
+            return build_two_tower(model, self.inputs, np.log(frequency)), interactions
+        classes = (self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY)
+                   if model.task == "classification" else 0)
+        return build_supervised(model, list(self.inputs.values()), classes), None
+
+    def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
+        model = self.config.model
+        if model.kind == "two_tower":
+            return evaluate.ranking_metrics(net.query_tower, net.candidate_tower,
+                                            self.dataset("eval", with_label=False), interactions,
+                                            model.query[0], model.candidate[0], model.eval_max_examples)
+        if model.task == "classification":
+            return evaluate.classification_metrics(net, self.dataset("train"), self.dataset("eval"))
+        numeric = [f.name for f in self.inputs.values() if f.kind == "numeric"]
+        return evaluate.regression_metrics(net, self.dataset("train"), self.dataset("eval"), numeric)
+
+    def train(self) -> dict[str, Any]:
+        model = self.config.model
+        keras.utils.set_random_seed(model.seed)
+        strategy = choose_strategy()
+        with strategy.scope():
+            net, interactions = self.build()
+        with_label = model.kind == "supervised"
+        history = net.fit(self.dataset("train", shuffle=True, with_label=with_label),
+                          validation_data=self.dataset("eval", with_label=with_label),
+                          epochs=model.epochs, callbacks=self.callbacks(), verbose=2)
+        metrics = self.evaluate(net, interactions)
+        metrics["epochs_run"] = len(history.history["loss"])
+        metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
+        export_model(os.path.join(self.model_dir, "export"), self.config, net, self.tft_output,
+                     embedding_layers(net))
+        with tf.io.gfile.GFile(os.path.join(self.staging, "metrics.json"), "w") as handle:
+            json.dump(metrics, handle, indent=2)
+        return metrics
+
+
+def embedding_layers(model: keras.Model) -> dict[str, CategoricalEmbedding]:
+    """Feature name -> its embedding layer, wherever it sits in the model (towers included)."""
+    prefix = "embedding_"
+    return {layer.name[len(prefix):]: layer for layer in model.submodules
+            if isinstance(layer, CategoricalEmbedding)}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics worth a line in the manifest (no histories)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+
+
+def train_run(run_path: str, job_dir: str | None = None) -> dict[str, Any]:
+    """Trains, evaluates and exports the model of the run at `run_path`; returns its metrics."""
+    started = time.time()
+    run = RunDir(run_path)
+    trainer = Trainer(run, job_dir)
+    logger.info("train: %s model, %d features -> %s", trainer.config.model.kind, len(trainer.inputs), run.path)
+    try:
+        metrics = trainer.train()
+    except BaseException:
+        run.record_stage("train", "failed", started)
+        raise
+    if job_dir:
+        for name in OUTPUTS:  # a cloud job's work dir is copied, the run's own staging renamed
+            _copy_tree(os.path.join(job_dir, name), run.join(".staging", "train", name))
+    run.publish("train", OUTPUTS)
+    run.record_stage("train", "succeeded", started, metrics=headline(metrics))
+    logger.info("train: %s", json.dumps(headline(metrics)))
+    return metrics
+
+
+def _copy_tree(source: str, target: str) -> None:
+    if not tf.io.gfile.isdir(source):
+        tf.io.gfile.makedirs(os.path.dirname(target))
+        tf.io.gfile.copy(source, target, overwrite=True)
+        return
+    for directory, _, files in tf.io.gfile.walk(source):
+        relative = os.path.relpath(directory, source)
+        tf.io.gfile.makedirs(os.path.join(target, relative))
+        for name in files:
+            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, relative, name), overwrite=True)
