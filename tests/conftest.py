@@ -15,10 +15,10 @@ MOVIELENS_USERS = 60
 
 
 def write_config(directory: pathlib.Path, example: str, **overrides) -> pathlib.Path:
-    """An example config with `overrides` merged in (nested dicts replace per key), written as YAML."""
+    """An example config with `overrides`: input/split/model are updated per key, others replaced."""
     config = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
+        if key in ("input", "split", "model") and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
         else:
             config[key] = value
@@ -46,7 +46,7 @@ def taxi_run(tmp_path_factory) -> pathlib.Path:
     """`embedpipe run` of the taxi example on the 2,000-row sample."""
     directory = tmp_path_factory.mktemp("taxi")
     config = write_config(directory, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
-                          model={"epochs": 8, "early_stopping_patience": 0})
+                          model={"epochs": 20, "early_stopping_patience": 0})
     assert run_cli("run", config, "--output", directory / "runs", "--run-id", "t1") == 0
     return directory / "runs" / "t1"
 

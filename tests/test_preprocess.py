@@ -1,0 +1,130 @@
+"""`embedpipe preprocess` end to end on real taxi rows: outputs, counts, split, every input format."""
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tests.conftest import TAXI_SAMPLE, run_cli, write_config
+from trainer.inputs import make_dataset
+
+FORMAT_ROWS = 300
+
+
+def manifest(run: pathlib.Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def read_examples(run: pathlib.Path, split: str) -> list[tuple]:
+    spec = tft.TFTransformOutput(str(run / "transform")).transformed_feature_spec()
+    rows = []
+    for batch in make_dataset(str(run / "data" / f"{split}-*.tfrecord.gz"), spec, batch_size=512):
+        columns = {k: v.numpy().tolist() for k, v in batch.items()}
+        rows += list(zip(*(columns[k] for k in sorted(columns))))
+    return rows
+
+
+def test_outputs_and_counts(taxi_run):
+    for path in ("transform/transform_fn/saved_model.pb", "transform/transformed_metadata/schema.pbtxt",
+                 "transform/transform_fn/assets/payment_type", "transform/metadata/schema.pbtxt"):
+        assert (taxi_run / path).exists(), path
+    assert list((taxi_run / "data").glob("train-*.tfrecord.gz")) and list((taxi_run / "data").glob("eval-*.tfrecord.gz"))
+    assert list((taxi_run / "invalid").glob("invalid-*.jsonl"))
+    stage = manifest(taxi_run)["stages"]["preprocess"]
+    counts = stage["counts"]
+    assert stage["status"] == "succeeded" and stage["seconds"] > 0
+    assert counts["rows_read"] == 2000 == counts["rows_valid"] + counts["rows_invalid"]
+    assert counts["rows_valid"] == counts["rows_train"] + counts["rows_eval"]
+    assert abs(counts["rows_eval"] / counts["rows_valid"] - 0.2) < 0.03
+    train, evaluation = read_examples(taxi_run, "train"), read_examples(taxi_run, "eval")
+    assert (len(train), len(evaluation)) == (counts["rows_train"], counts["rows_eval"])
+    spec = tft.TFTransformOutput(str(taxi_run / "transform")).transformed_feature_spec()
+    assert set(spec) == {"day_hour", "payment_type", "company", "pickup_area", "trip_miles", "trip_seconds", "fare"}
+    sample = pd.read_csv(TAXI_SAMPLE)
+    assert sorted(r[sorted(spec).index("fare")] for r in train + evaluation) == pytest.approx(sorted(sample.fare))
+
+
+def test_same_split_on_a_second_run(tmp_path, taxi_run):
+    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)})
+    assert run_cli("preprocess", config, "--output", tmp_path, "--run-id", "again") == 0
+    again = tmp_path / "again"
+    assert manifest(again)["stages"]["preprocess"]["counts"] == manifest(taxi_run)["stages"]["preprocess"]["counts"]
+    assert collections.Counter(read_examples(again, "eval")) == collections.Counter(read_examples(taxi_run, "eval"))
+
+
+def write_format(frame: pd.DataFrame, fmt: str, path: pathlib.Path) -> None:
+    if fmt == "parquet":
+        frame.to_parquet(path)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif fmt == "tfrecord":
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for record in frame.to_dict("records"):
+                feature = {}
+                for name, value in record.items():
+                    if pd.isna(value):
+                        continue  # a missing value is an absent feature
+                    if isinstance(value, str):
+                        feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+                    elif isinstance(value, int):
+                        feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+                    else:
+                        feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def format_sample(tmp_path_factory) -> tuple[pd.DataFrame, pathlib.Path]:
+    directory = tmp_path_factory.mktemp("formats")
+    frame = pd.read_csv(TAXI_SAMPLE).head(FORMAT_ROWS)
+    frame.to_csv(directory / "rows.csv", index=False)
+    return frame, directory
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl", "tfrecord"])
+def test_every_table_format_gives_the_same_result(format_sample, fmt):
+    frame, directory = format_sample
+    path = directory / f"rows.{fmt}"
+    write_format(frame, fmt, path)
+    features = {"day_hour": {"type": "cross", "columns": ["trip_start_day", "trip_start_hour"], "hash_buckets": 168},
+                "payment_type": {"type": "vocabulary"}, "trip_miles": {"type": "numeric"},
+                "area": {"type": "identity", "column": "pickup_community_area", "num_buckets": 78}}
+    (directory / fmt).mkdir()
+    config = write_config(directory / fmt, "chicago_taxi",
+                          input={"path": str(path), "format": fmt}, features=features,
+                          entities=[{"name": "day_hour", "key": "day_hour"}, {"name": "area", "key": "area"}])
+    assert run_cli("preprocess", config, "--output", directory / "runs", "--run-id", fmt) == 0
+    run = directory / "runs" / fmt
+    counts = manifest(run)["stages"]["preprocess"]["counts"]
+    assert counts["rows_read"] == counts["rows_valid"] == FORMAT_ROWS
+    vocabulary = (run / "transform/transform_fn/assets/payment_type").read_text().split()
+    assert vocabulary[:2] == ["Cash", "Credit"]
+    keys = set(pd.read_parquet(run / "data/entities/day_hour").key)
+    assert keys == {f"{d}|{h}" for d, h in zip(frame.trip_start_day, frame.trip_start_hour)}
+    areas = set(pd.read_parquet(run / "data/entities/area").key)
+    assert areas == {str(int(a)) for a in frame.pickup_community_area.dropna()}
+
+
+def test_text_format_reads_one_document_per_line(tmp_path):
+    lines = ["The cat sat", "the dog sat", "", "A cat and a dog", "the end"]
+    (tmp_path / "docs.txt").write_text("\n".join(lines) + "\n")
+    features = {"doc": {"type": "hash", "column": "text", "hash_buckets": 8},
+                "doc_id": {"type": "hash", "column": "text", "hash_buckets": 16},
+                "words": {"type": "text", "column": "text"}}
+    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "docs.txt"), "format": "text"},
+                          features=features, model={"kind": "two_tower", "query": ["doc"], "candidate": ["doc_id", "words"],
+                                                    "embeddings": {}},
+                          entities=[{"name": "word", "key": "words"}], split={"eval_fraction": 0.01})
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "x") == 0
+    run = tmp_path / "runs" / "x"
+    assert manifest(run)["stages"]["preprocess"]["counts"]["rows_read"] == len(lines)
+    vocabulary = (run / "transform/transform_fn/assets/words").read_text().split()
+    assert vocabulary[0] == "the" and set(vocabulary) == {"the", "cat", "sat", "dog", "a", "and", "end"}
+    assert manifest(run)["stages"]["preprocess"]["counts"]["rows_train"] == len(lines)
+    counts = dict(pd.read_parquet(run / "data/entities/word", columns=["key", "count"]).values.tolist())
+    assert counts == {"the": 3, "cat": 2, "sat": 2, "dog": 2, "a": 2, "and": 1, "end": 1}
