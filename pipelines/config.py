@@ -19,6 +19,7 @@ MODEL_KINDS = ("supervised", "two_tower")
 NORMALIZERS = ("zscore", "minmax", "none")
 TASKS = ("regression", "classification")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+NEGATIVES = ("in_batch", "all")
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,9 @@ class ModelConfig:
     seed: int = 42
     temperature: float = 0.05
     sampling_correction: bool = True
+    negatives: str = "in_batch"
+    l2: float = 0.0
+    query_history: int = 0
     eval_max_examples: int = 20000
 
     def dim_of(self, feature: str) -> int:
@@ -320,10 +324,15 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         seed=section.get("seed", int, 42),
         temperature=section.get("temperature", float, 0.05),
         sampling_correction=section.get("sampling_correction", bool, True),
+        negatives=section.choice("negatives", NEGATIVES, "in_batch"),
+        l2=section.get("l2", float, 0.0),
+        query_history=section.positive_int("query_history", 0, minimum=0),
         eval_max_examples=section.positive_int("eval_max_examples", 20000),
     )
     if model.learning_rate <= 0 or not math.isfinite(model.learning_rate):
         raise ConfigError(f"{section.key('learning_rate')}: must be a positive number")
+    if model.l2 < 0:
+        raise ConfigError(f"{section.key('l2')}: must be >= 0")
     if model.temperature <= 0:
         raise ConfigError(f"{section.key('temperature')}: must be a positive number")
     _check_model_features(section, model, features)

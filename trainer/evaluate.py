@@ -8,11 +8,12 @@ items excluded), beside a popularity ranking.
 from __future__ import annotations
 
 import collections
-import dataclasses
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from trainer.interactions import Interactions, candidate_batch
 
 TOP_K = 10
 
@@ -71,58 +72,10 @@ def classification_metrics(model: keras.Model, train: tf.data.Dataset,
             "baseline_majority_accuracy": baseline / total, "eval_examples": total}
 
 
-@dataclasses.dataclass
-class Interactions:
-    """What the training split says about users and candidates.
-
-    Attributes:
-        seen: query id -> candidate ids in training.
-        counts: training count per candidate id [num_candidates].
-        features: candidate id -> its candidate features (ids, or token id lists).
-    """
-    seen: dict[int, set[int]]
-    counts: np.ndarray
-    features: dict[int, dict]
-
-
-def collect_interactions(train: tf.data.Dataset, query_id: str, candidate_id: str,
-                         candidate_features: list[str], num_candidates: int) -> Interactions:
-    seen: dict[int, set[int]] = collections.defaultdict(set)
-    counts = np.zeros(num_candidates, np.int64)
-    features: dict[int, dict] = {}
-    for batch in train:
-        users, items = batch[query_id].numpy(), batch[candidate_id].numpy()
-        counts += np.bincount(items, minlength=num_candidates)
-        values = {name: _rows(batch[name]) for name in candidate_features}
-        for row, (user, item) in enumerate(zip(users.tolist(), items.tolist())):
-            seen[user].add(item)
-            if item not in features:
-                features[item] = {name: values[name][row] for name in candidate_features}
-    return Interactions(dict(seen), counts, features)
-
-
-def _rows(tensor: tf.Tensor | tf.SparseTensor) -> list:
-    if isinstance(tensor, tf.SparseTensor):
-        return tf.RaggedTensor.from_sparse(tensor).to_list()
-    return tensor.numpy().tolist()
-
-
-def candidate_batch(features: dict[int, dict], ids: list[int]) -> dict:
-    """Stored candidate features of `ids` as model inputs (token lists -> SparseTensor)."""
-    batch = {}
-    for name in features[ids[0]]:
-        values = [features[i][name] for i in ids]
-        if isinstance(values[0], list):
-            batch[name] = tf.ragged.constant(values, dtype=tf.int64, ragged_rank=1).to_sparse()
-        else:
-            batch[name] = tf.constant(values, tf.int64)
-    return batch
-
-
-def ranking_metrics(query_tower: keras.Model, candidate_tower: keras.Model, evaluation: tf.data.Dataset,
-                    interactions: Interactions, query_id: str, candidate_id: str, max_examples: int,
-                    k: int = TOP_K) -> dict[str, float]:
-    """HR@k and NDCG@k of the towers and of popularity over every candidate seen in training."""
+def ranking_metrics(net: keras.Model, evaluation: tf.data.Dataset, interactions: Interactions,
+                    max_examples: int, k: int = TOP_K) -> dict[str, float]:
+    """HR@k and NDCG@k of a two-tower model and of popularity over every candidate seen in training."""
+    query_id, candidate_id, candidate_tower = net.query_id, net.candidate_id, net.candidate_tower
     ids = sorted(interactions.features)
     position = {item: index for index, item in enumerate(ids)}
     vectors = np.concatenate([candidate_tower(candidate_batch(interactions.features, ids[i:i + 4096]),
@@ -133,7 +86,7 @@ def ranking_metrics(query_tower: keras.Model, candidate_tower: keras.Model, eval
     for batch in evaluation:
         if examples >= max_examples:
             break
-        queries = query_tower({n: batch[n] for n in query_tower.input_names}, training=False).numpy()
+        queries = net.query(batch).numpy()
         scores = queries @ vectors.T
         for row, (user, item) in enumerate(zip(batch[query_id].numpy().tolist(), batch[candidate_id].numpy().tolist())):
             if examples >= max_examples:

@@ -53,26 +53,23 @@ def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.
     features = config.features
     signatures = {}
     for name, layer in embedding_layers.items():
+        if name not in features:
+            continue  # a model-internal table (the two-tower history) has no raw key
         signatures[signature_name(name)] = module.function(
             features[name].raw_columns, lambda t, n=name, l=layer: {"embedding": l(t[n])})
     if config.model.kind == "two_tower":
-        towers = {"query": model.query_tower, "candidate": model.candidate_tower}
+        towers = {"query": model.query, "candidate": model.candidate}
         for tower_name, tower in towers.items():
             columns = [c for f in getattr(config.model, tower_name) for c in features[f].raw_columns]
-            signatures[f"{tower_name}_embedding"] = module.function(
-                columns, lambda t, tw=tower: {"embedding": tw({n: t[n] for n in tw.input_names})})
+            signatures[f"{tower_name}_embedding"] = module.function(columns, lambda t, tw=tower: {"embedding": tw(t)})
         all_columns = [c for f in config.model.query + config.model.candidate for c in features[f].raw_columns]
-        signatures["serving_default"] = module.function(all_columns, lambda t: _score(towers, t))
+        signatures["serving_default"] = module.function(
+            all_columns, lambda t: {"score": tf.reduce_sum(model.query(t) * model.candidate(t), axis=-1)})
     else:
         all_columns = [c for f in features.values() for c in f.raw_columns]
         signatures["serving_default"] = module.function(
             all_columns, lambda t: _predict(model, t, config.model.task == "classification"))
     tf.saved_model.save(module, path, signatures=signatures)
-
-
-def _score(towers: dict[str, keras.Model], transformed: dict) -> dict:
-    query, candidate = (tower({n: transformed[n] for n in tower.input_names}) for tower in towers.values())
-    return {"score": tf.reduce_sum(query * candidate, axis=-1)}
 
 
 def _predict(model: keras.Model, transformed: dict, classification: bool) -> dict:

@@ -18,13 +18,16 @@ class CategoricalEmbedding(keras.layers.Layer):
     Dense ids [batch] -> vectors [batch, dim]; token ids (SparseTensor [batch, tokens]) -> the mean
     of the token vectors [batch, dim] (zeros for an empty text).
     The table is the weight `embeddings` [num_rows, dim], named after the feature so that a
-    warm start can find it in another run's checkpoint.
+    warm start can find it in another run's checkpoint. With `l2` > 0 the layer adds
+    l2 * mean squared norm of the vectors it returns, so rows are shrunk in proportion to how often
+    they are used (the usual regularisation of matrix factorisation).
     """
 
-    def __init__(self, num_rows: int, dim: int, **kwargs):
+    def __init__(self, num_rows: int, dim: int, l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_rows = num_rows
         self.dim = dim
+        self.l2 = l2
 
     def build(self, input_shape) -> None:
         self.embeddings = self.add_weight(
@@ -34,11 +37,15 @@ class CategoricalEmbedding(keras.layers.Layer):
 
     def call(self, ids: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
         if isinstance(ids, tf.SparseTensor):
-            return tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, combiner="mean")
-        return tf.nn.embedding_lookup(self.embeddings, ids)
+            vectors = tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, combiner="mean")
+        else:
+            vectors = tf.nn.embedding_lookup(self.embeddings, ids)
+        if self.l2:
+            self.add_loss(self.l2 * tf.reduce_mean(tf.reduce_sum(tf.square(vectors), axis=-1)))
+        return vectors
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "num_rows": self.num_rows, "dim": self.dim}
+        return {**super().get_config(), "num_rows": self.num_rows, "dim": self.dim, "l2": self.l2}
 
 
 def model_input(feature: FeatureInput) -> keras.Input:
@@ -49,12 +56,13 @@ def model_input(feature: FeatureInput) -> keras.Input:
     return keras.Input(shape=(), dtype=dtype, name=feature.name)
 
 
-def embedding_layer(feature: FeatureInput) -> CategoricalEmbedding:
-    return CategoricalEmbedding(feature.num_rows, feature.dim, name=f"embedding_{feature.name}")
+def embedding_layer(feature: FeatureInput, l2: float = 0.0) -> CategoricalEmbedding:
+    return CategoricalEmbedding(feature.num_rows, feature.dim, l2, name=f"embedding_{feature.name}")
 
 
-def encode_features(features: list[FeatureInput], inputs: dict[str, keras.Input]) -> tuple[tf.Tensor, dict]:
-    """Concatenates embeddings of categorical inputs and the numeric inputs.
+def encode_features(features: list[FeatureInput], inputs: dict[str, keras.Input],
+                    l2: float = 0.0) -> tuple[tf.Tensor, dict]:
+    """Concatenates embeddings of categorical inputs (L2-regularised by `l2`) and the numeric inputs.
 
     Returns:
         (encoded [batch, sum of dims + numeric count], {feature name: its CategoricalEmbedding}).
@@ -62,7 +70,7 @@ def encode_features(features: list[FeatureInput], inputs: dict[str, keras.Input]
     parts, layers = [], {}
     for feature in features:
         if feature.embedded:
-            layers[feature.name] = embedding_layer(feature)
+            layers[feature.name] = embedding_layer(feature, l2)
             parts.append(layers[feature.name](inputs[feature.name]))
         else:
             parts.append(keras.layers.Reshape((1,), name=f"column_{feature.name}")(inputs[feature.name]))

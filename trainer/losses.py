@@ -33,3 +33,19 @@ def in_batch_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, candidate_ids:
     logits = tf.where(accidental, tf.constant(_MASKED_LOGIT, logits.dtype), logits)
     labels = tf.range(tf.shape(logits)[0])
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def full_softmax_loss(query: tf.Tensor, catalog: tf.Tensor, positions: tf.Tensor, temperature: float) -> tf.Tensor:
+    """Exact softmax over every candidate of the catalogue (no sampling, so no correction).
+
+    Args:
+        query: query tower output [batch, dim].
+        catalog: candidate tower output for the whole catalogue [candidates, dim].
+        positions: row of each example's candidate in `catalog` [batch] (int).
+        temperature: softmax temperature (> 0).
+
+    Returns:
+        Mean cross-entropy over the batch, a scalar.
+    """
+    logits = tf.matmul(query, catalog, transpose_b=True) / temperature
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positions, logits=logits))

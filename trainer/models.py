@@ -7,8 +7,11 @@ import tf_keras as keras
 
 from pipelines.config import ModelConfig
 from trainer.inputs import FeatureInput
+from trainer.interactions import Interactions, candidate_batch
 from trainer.layers import encode_features, model_input
-from trainer.losses import in_batch_softmax_loss
+from trainer.losses import full_softmax_loss, in_batch_softmax_loss
+
+HISTORY = "_history"  # query tower input: the query's training candidates (token ids)
 
 
 def make_optimizer(model: ModelConfig) -> keras.optimizers.Optimizer:
@@ -24,7 +27,7 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
         logits [batch, num_classes] (classification, num_classes > 0).
     """
     inputs = {f.name: model_input(f) for f in features}
-    x, _ = encode_features(features, inputs)
+    x, _ = encode_features(features, inputs, model.l2)
     for index, units in enumerate(model.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)
     if num_classes:
@@ -40,14 +43,15 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
     return net
 
 
-def build_tower(name: str, features: list[FeatureInput], output_dim: int, hidden_units: tuple[int, ...]) -> keras.Model:
+def build_tower(name: str, features: list[FeatureInput], output_dim: int, hidden_units: tuple[int, ...],
+                l2: float = 0.0) -> keras.Model:
     """Features -> one vector [batch, output_dim].
 
     With one embedded feature of `output_dim` and no hidden layers the tower is that embedding
     (plain matrix factorisation); otherwise hidden layers and a linear projection follow the concat.
     """
     inputs = {f.name: model_input(f) for f in features}
-    x, _ = encode_features(features, inputs)
+    x, _ = encode_features(features, inputs, l2)
     for index, units in enumerate(hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"{name}_hidden_{index}")(x)
     if hidden_units or x.shape[-1] != output_dim:
@@ -59,45 +63,75 @@ class TwoTowerModel(keras.Model):
     """Query and candidate towers trained so that dot(query, candidate) ranks candidates.
 
     Args:
-        query_tower: features -> [batch, dim].
-        candidate_tower: features -> [batch, dim].
-        candidate_id: name of the candidate id feature (for accidental-hit masking).
-        temperature: softmax temperature.
-        candidate_log_prob: log frequency of each candidate id in training [num_candidates], or None.
+        query_tower: query features (and `HISTORY` when the config asks for it) -> [batch, dim].
+        candidate_tower: candidate features -> [batch, dim].
+        model: the model config (ids, temperature, negatives, correction, history length, seed).
+        interactions: the training pass: candidate frequencies (logQ correction), every candidate's
+            features (exact softmax) and each query's training candidates (history).
     """
 
-    def __init__(self, query_tower: keras.Model, candidate_tower: keras.Model, candidate_id: str,
-                 temperature: float, candidate_log_prob: np.ndarray | None = None, **kwargs):
+    def __init__(self, query_tower: keras.Model, candidate_tower: keras.Model, model: ModelConfig,
+                 interactions: Interactions, **kwargs):
         super().__init__(**kwargs)
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.candidate_id = candidate_id
-        self.temperature = temperature
-        self.candidate_log_prob = (None if candidate_log_prob is None else
-                                   tf.constant(candidate_log_prob, tf.float32, name="candidate_log_prob"))
+        self.query_id, self.candidate_id = model.query[0], model.candidate[0]
+        self.temperature = model.temperature
+        self.candidate_log_prob = (tf.constant(interactions.log_frequency(), tf.float32)
+                                   if model.sampling_correction else None)
+        self.catalog = None
+        if model.negatives == "all":
+            ids = interactions.catalog_ids()
+            positions = np.full(len(interactions.counts), -1, np.int64)
+            positions[ids] = np.arange(len(ids))
+            self.catalog = candidate_batch(interactions.features, ids.tolist())
+            self.catalog_positions = tf.constant(positions)
+        self.history_table = None
+        if model.query_history:
+            # Variables, not graph constants, so a large history does not bloat the exported graph.
+            table = interactions.history(query_tower.get_layer(f"embedding_{self.query_id}").num_rows,
+                                         model.query_history, model.seed)
+            self.history_table = (tf.Variable(table.values, trainable=False, name="history_values"),
+                            tf.Variable(table.row_splits, trainable=False, name="history_row_splits"))
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     @property
     def metrics(self) -> list:
         return [self.loss_tracker]
 
+    def query(self, features: dict, training: bool = False, exclude: tf.Tensor | None = None) -> tf.Tensor:
+        """Query vectors [batch, dim]; `exclude` [batch] removes each row's own candidate from its history."""
+        inputs = {k: features[k] for k in self.query_tower.input_names if k != HISTORY}
+        if self.history_table is not None:
+            rows = tf.gather(tf.RaggedTensor.from_row_splits(*self.history_table), features[self.query_id])
+            if exclude is not None:
+                rows = tf.ragged.boolean_mask(rows, tf.not_equal(rows, tf.expand_dims(exclude, 1)))
+            inputs[HISTORY] = rows.to_sparse()
+        return self.query_tower(inputs, training=training)
+
+    def candidate(self, features: dict, training: bool = False) -> tf.Tensor:
+        """Candidate vectors [batch, dim]."""
+        return self.candidate_tower({k: features[k] for k in self.candidate_tower.input_names}, training=training)
+
     def call(self, features: dict, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        query = self.query_tower({k: features[k] for k in self.query_tower.input_names}, training=training)
-        candidate = self.candidate_tower({k: features[k] for k in self.candidate_tower.input_names},
-                                         training=training)
-        return query, candidate
+        return self.query(features, training), self.candidate(features, training)
 
     def compute_batch_loss(self, features: dict, training: bool) -> tf.Tensor:
-        query, candidate = self(features, training=training)
         ids = features[self.candidate_id]
+        # The row's own candidate is what the query must find; seeing it in the history would leak it.
+        query = self.query(features, training, exclude=ids)
+        if self.catalog is not None:
+            positions = tf.gather(self.catalog_positions, ids)
+            return full_softmax_loss(query, self.candidate(self.catalog, training), positions, self.temperature)
         log_prob = None if self.candidate_log_prob is None else tf.gather(self.candidate_log_prob, ids)
-        return in_batch_softmax_loss(query, candidate, ids, self.temperature, log_prob)
+        return in_batch_softmax_loss(query, self.candidate(features, training), ids, self.temperature, log_prob)
 
     def train_step(self, features: dict) -> dict:
         with tf.GradientTape() as tape:
             loss = self.compute_batch_loss(features, training=True)
+            regularization = tf.add_n(self.losses) if self.losses else 0.0
             # Replicas' gradients are summed, so each replica contributes its share of the mean.
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = (loss + regularization) / tf.distribute.get_strategy().num_replicas_in_sync
         self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
@@ -107,11 +141,15 @@ class TwoTowerModel(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
 
-def build_two_tower(model: ModelConfig, features: dict[str, FeatureInput],
-                    candidate_log_prob: np.ndarray | None) -> TwoTowerModel:
-    towers = {name: build_tower(name, [features[f] for f in getattr(model, name)], model.embedding_dim,
-                                model.hidden_units) for name in ("query", "candidate")}
-    net = TwoTowerModel(towers["query"], towers["candidate"], model.candidate[0], model.temperature,
-                        candidate_log_prob if model.sampling_correction else None, name="two_tower")
+def build_two_tower(model: ModelConfig, features: dict[str, FeatureInput], interactions: Interactions) -> TwoTowerModel:
+    """Towers from the configured features (the query tower also reads the history when asked)."""
+    query_features = [features[f] for f in model.query]
+    if model.query_history:
+        candidates = features[model.candidate[0]]
+        query_features.append(FeatureInput(HISTORY, "token_ids", candidates.num_rows, model.embedding_dim))
+    towers = {"query": build_tower("query", query_features, model.embedding_dim, model.hidden_units, model.l2),
+              "candidate": build_tower("candidate", [features[f] for f in model.candidate], model.embedding_dim,
+                                       model.hidden_units, model.l2)}
+    net = TwoTowerModel(towers["query"], towers["candidate"], model, interactions, name="two_tower")
     net.compile(optimizer=make_optimizer(model))
     return net

@@ -14,7 +14,6 @@ import os
 import time
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -23,7 +22,8 @@ from pipelines.config import Config, config_from_dict
 from pipelines.rundir import RunDir
 from trainer import evaluate
 from trainer.export import export_model
-from trainer.inputs import FeatureInput, feature_inputs, make_dataset, split_pattern
+from trainer.inputs import feature_inputs, make_dataset, split_pattern
+from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
 from trainer.models import build_supervised, build_two_tower
 from transforms.preprocessing import LABEL_VOCABULARY
@@ -82,12 +82,10 @@ class Trainer:
         """The compiled model and what evaluation needs from the training pass (two-tower)."""
         model = self.config.model
         if model.kind == "two_tower":
-            query_id, candidate_id = model.query[0], model.candidate[0]
-            interactions = evaluate.collect_interactions(
-                self.dataset("train", with_label=False), query_id, candidate_id, list(model.candidate),
-                self.inputs[candidate_id].num_rows)
-            frequency = np.maximum(interactions.counts, 1) / max(interactions.counts.sum(), 1)
-            return build_two_tower(model, self.inputs, np.log(frequency)), interactions
+            interactions = collect_interactions(
+                self.dataset("train", with_label=False), model.query[0], model.candidate[0], list(model.candidate),
+                self.inputs[model.candidate[0]].num_rows)
+            return build_two_tower(model, self.inputs, interactions), interactions
         classes = (self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY)
                    if model.task == "classification" else 0)
         return build_supervised(model, list(self.inputs.values()), classes), None
@@ -95,9 +93,8 @@ class Trainer:
     def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
         model = self.config.model
         if model.kind == "two_tower":
-            return evaluate.ranking_metrics(net.query_tower, net.candidate_tower,
-                                            self.dataset("eval", with_label=False), interactions,
-                                            model.query[0], model.candidate[0], model.eval_max_examples)
+            return evaluate.ranking_metrics(net, self.dataset("eval", with_label=False), interactions,
+                                            model.eval_max_examples)
         if model.task == "classification":
             return evaluate.classification_metrics(net, self.dataset("train"), self.dataset("eval"))
         numeric = [f.name for f in self.inputs.values() if f.kind == "numeric"]
