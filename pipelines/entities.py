@@ -4,7 +4,7 @@ The embed job needs, for each entity key, the raw feature values to feed the mod
 genres for the candidate tower, the (day, hour) of a cross) and the metadata to publish. Those come
 from the same pass over the input as the TFRecords, so the embed job never re-reads raw data.
 Table: `data/entities/<entity>/part-*.parquet` with columns key, count, then the raw columns.
-For each key the values kept are the smallest seen, so every runner and rerun agrees.
+For each key and column the value kept is the smallest seen, so every runner and rerun agrees.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from pipelines.config import Config, EntityConfig, FeatureConfig
@@ -20,7 +21,6 @@ from pipelines.schema import RawSchema
 from transforms.preprocessing import CROSS_SEPARATOR
 
 ENTITY_TABLES = os.path.join("data", "entities")
-_NONE_FIRST = (0,)
 
 
 def entity_value_columns(config: Config, entity: EntityConfig) -> tuple[str, ...]:
@@ -36,26 +36,32 @@ def entity_table_schema(config: Config, schema: RawSchema, entity: EntityConfig)
     return pa.schema(fields)
 
 
-def keys_of_row(feature: FeatureConfig, row: dict[str, Any]) -> list[str]:
-    """The entity keys one raw row holds for `feature` (text: its tokens; missing: none)."""
+def entity_keys(feature: FeatureConfig, table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """The entity keys a batch of typed raw rows holds for `feature`, and the row of each key.
+
+    Crosses join their columns with "|"; text gives its lower-cased tokens (as the transform does);
+    identity ids outside their range, and missing values, give no key.
+    """
     if feature.type == "cross":
-        return [CROSS_SEPARATOR.join(str(row[c]) for c in feature.columns)]
-    value = row[feature.column]
+        keys = pc.binary_join_element_wise(*[table.column(c) for c in feature.columns], CROSS_SEPARATOR)
+        return keys.combine_chunks(), pa.array(range(table.num_rows), pa.int64())
+    column = table.column(feature.column).combine_chunks()
     if feature.type == "identity":
-        return [str(value)] if value is not None and value >= 0 else []
+        rows = pc.indices_nonzero(pc.greater_equal(column, 0))
+        return pc.take(column, rows).cast(pa.string()), rows
     if feature.type == "text":
-        text = (value or "").lower()
-        tokens = text.split(feature.delimiter) if feature.delimiter else text.split()
-        return [t for t in (token.strip() for token in tokens) if t]
-    return [value] if value else []
-
-
-def _sort_key(values: tuple) -> tuple:
-    return tuple(_NONE_FIRST if v is None else (1, v) for v in values)
+        lower = pc.utf8_lower(column)
+        tokens = pc.split_pattern(lower, feature.delimiter) if feature.delimiter else pc.utf8_split_whitespace(lower)
+        parents = pc.list_parent_indices(tokens)
+        keys = pc.utf8_trim_whitespace(pc.list_flatten(tokens))
+    else:
+        parents, keys = pa.array(range(table.num_rows), pa.int64()), column
+    present = pc.indices_nonzero(pc.not_equal(keys, ""))
+    return pc.take(keys, present), pc.take(parents, present)
 
 
 class ExtractEntityKeys(beam.DoFn):
-    """(is_train, raw record batch) -> ((entity, key), (train count, values)), pre-aggregated per batch."""
+    """(is_train, raw record batch) -> ((entity, key), (train count, values)), aggregated per batch."""
 
     def __init__(self, config: Config):
         self._entities = [(e.name, config.features[e.key], entity_value_columns(config, e))
@@ -63,25 +69,22 @@ class ExtractEntityKeys(beam.DoFn):
 
     def process(self, element: tuple[bool, pa.RecordBatch]) -> Iterator[tuple[tuple[str, str], tuple]]:
         is_train, batch = element
-        rows = batch.to_pylist()
+        table = pa.Table.from_batches([batch])
         for name, feature, columns in self._entities:
-            seen: dict[str, list] = {}
-            for row in rows:
-                for key in keys_of_row(feature, row):
-                    values = tuple(row[c] for c in columns)
-                    slot = seen.get(key)
-                    if slot is None:
-                        seen[key] = [int(is_train), values]
-                    else:
-                        slot[0] += int(is_train)
-                        if _sort_key(values) < _sort_key(slot[1]):
-                            slot[1] = values
-            for key, (count, values) in seen.items():
-                yield (name, key), (count, values)
+            keys, rows = entity_keys(feature, table)
+            values = table.select(list(columns)).take(rows)
+            grouped = pa.table({"key": keys, "count": pa.array([int(is_train)] * len(keys), pa.int64()),
+                                **{f"v{i}": values.column(i) for i in range(len(columns))}}).group_by(
+                "key", use_threads=False).aggregate(
+                [("count", "sum")] + [(f"v{i}", "min") for i in range(len(columns))])
+            value_lists = [grouped.column(f"v{i}_min").to_pylist() for i in range(len(columns))]
+            for index, (key, count) in enumerate(zip(grouped.column("key").to_pylist(),
+                                                     grouped.column("count_sum").to_pylist())):
+                yield (name, key), (count, tuple(v[index] for v in value_lists))
 
 
 class MergeEntityKeys(beam.CombineFn):
-    """Sums training counts and keeps the smallest values tuple."""
+    """Sums training counts and keeps the smallest value of each column (None when never present)."""
 
     def create_accumulator(self) -> tuple[int, Any]:
         return 0, None
@@ -93,12 +96,18 @@ class MergeEntityKeys(beam.CombineFn):
         count, best = 0, None
         for partial, values in accumulators:
             count += partial
-            if values is not None and (best is None or _sort_key(values) < _sort_key(best)):
-                best = values
+            if values is not None:
+                best = values if best is None else tuple(_smaller(a, b) for a, b in zip(best, values))
         return count, best
 
     def extract_output(self, accumulator: tuple[int, Any]) -> tuple[int, Any]:
         return accumulator
+
+
+def _smaller(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b)
 
 
 class WriteEntityTables(beam.PTransform):

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from apache_beam.metrics import Metrics
@@ -24,6 +25,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 from tfx_bsl.public import tfxio
 
+from pipelines import columnar
 from pipelines.config import Config
 from pipelines.entities import WriteEntityTables
 from pipelines.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
@@ -49,7 +51,8 @@ def raw_feature_spec(schema: RawSchema) -> dict[str, tf.io.FixedLenFeature]:
 
 
 class ReadRawRows(beam.PTransform):
-    """Reads the input files -> (file name, raw record): bytes lines, tf.Example bytes or Parquet rows."""
+    """Reads the input files -> (file name, raw record) with bytes lines or tf.Example bytes, or
+    (file name, pa.Table) for Parquet (one element per row group)."""
 
     def __init__(self, config: Config, schema: RawSchema):
         super().__init__()
@@ -63,13 +66,17 @@ class ReadRawRows(beam.PTransform):
                     | "ReadExamples" >> beam.io.ReadAllFromTFRecord(with_filename=True))
         if self._format == "parquet":
             return (pipeline | "ListFiles" >> beam.Create(self._files)
-                    | "ReadParquetRows" >> beam.io.ReadAllFromParquet(with_filename=True))
+                    | "ReadParquetBatches" >> beam.io.ReadAllFromParquetBatched(with_filename=True))
         return pipeline | "ReadLines" >> beam.io.ReadFromTextWithFilename(
             self._pattern, skip_header_lines=1 if self._format == "csv" else 0, coder=beam.coders.BytesCoder())
 
 
 class DecodeRows(beam.DoFn):
-    """A batch of (file, record) -> typed Arrow record batches tagged `train`/`eval`, plus `invalid` rows."""
+    """A batch of raw records -> typed Arrow record batches tagged `train`/`eval`, plus `invalid` rows.
+
+    Clean CSV and Parquet batches are typed column-wise (`pipelines.columnar`); any other batch,
+    or one with a single doubtful value, row by row (`pipelines.rows`), which gives the reasons.
+    """
 
     def __init__(self, config: Config, schema: RawSchema):
         self._config = config
@@ -81,32 +88,57 @@ class DecodeRows(beam.DoFn):
         self._typer = RowTyper(self._config, self._schema)
         self._splitter = Splitter(self._config)
 
-    def process(self, batch: list[tuple[str, Any]]) -> Iterator[Any]:
-        columns = {"train": [], "eval": []}
-        out_of_range = 0
-        for source, record in batch:
+    def process(self, element: Any) -> Iterator[Any]:
+        if self._config.input.format == "parquet":
+            source, raw = element
+            sources, records = [source] * raw.num_rows, None
+        else:
+            sources, records = [s for s, _ in element], [r for _, r in element]
+            raw = (columnar.read_csv_batch(records, self._schema.header, self._config.input.delimiter)
+                   if self._config.input.format == "csv" else None)
+        typed = None if raw is None else columnar.type_batch(raw, self._typer, self._schema, self._config.label_column)
+        if typed is None:
+            yield from self._rows(sources, records if records is not None else raw.to_pylist())
+            return
+        table, out_of_range = typed
+        if records is None and not self._config.split.key and not self._config.split.column:
+            records = raw.to_pylist()  # the whole record is the split key
+        is_eval = self._splitter.eval_mask(raw.select(self._splitter.columns).to_pydict(), records, raw.num_rows)
+        mask = pa.array(is_eval, pa.bool_())
+        yield from self._emit(table.filter(pc.invert(mask)), table.filter(mask), 0, out_of_range)
+
+    def _rows(self, sources: list[str], records: list[Any]) -> Iterator[Any]:
+        rows = {"train": [], "eval": []}
+        out_of_range = invalid = 0
+        for source, record in zip(sources, records):
             try:
                 row = self._decode(record)
                 values, bad_ids = self._typer.type_row(row)
             except InvalidRow as error:
+                invalid += 1
                 yield beam.pvalue.TaggedOutput("invalid", {
                     "file": source, "record": record_text(record), "reason": str(error)})
                 continue
             out_of_range += bad_ids
-            columns["eval" if self._splitter.is_eval(row, record) else "train"].append(values)
-        valid = len(columns["train"]) + len(columns["eval"])
-        for name, value in (("rows_read", len(batch)), ("rows_valid", valid), ("rows_invalid", len(batch) - valid),
-                            ("rows_train", len(columns["train"])), ("rows_eval", len(columns["eval"])),
+            rows["eval" if self._splitter.is_eval(row, record) else "train"].append(values)
+        schema = self._typer.arrow_schema
+        tables = [pa.Table.from_arrays([pa.array(list(c), f.type) for c, f in zip(zip(*rows[split]), schema)], schema=schema)
+                  if rows[split] else schema.empty_table() for split in ("train", "eval")]
+        yield from self._emit(tables[0], tables[1], invalid, out_of_range)
+
+    def _emit(self, train: pa.Table, evaluation: pa.Table, invalid: int, out_of_range: int) -> Iterator[Any]:
+        valid = train.num_rows + evaluation.num_rows
+        for name, value in (("rows_read", valid + invalid), ("rows_valid", valid), ("rows_invalid", invalid),
+                            ("rows_train", train.num_rows), ("rows_eval", evaluation.num_rows),
                             ("identity_out_of_range", out_of_range)):
             self._counters[name].inc(value)
-        for split, rows in columns.items():
-            if rows:
-                arrays = [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), self._typer.arrow_schema)]
-                yield beam.pvalue.TaggedOutput(split, pa.RecordBatch.from_arrays(arrays, schema=self._typer.arrow_schema))
+        for split, table in (("train", train), ("eval", evaluation)):
+            if table.num_rows:
+                yield beam.pvalue.TaggedOutput(split, table.combine_chunks().to_batches()[0])
 
 
 class DecodeAndSplitRows(beam.PTransform):
-    """(file, record) -> {"train", "eval": typed record batches, "invalid": rejected rows}."""
+    """Raw records -> {"train", "eval": typed record batches, "invalid": rejected rows}."""
 
     def __init__(self, config: Config, schema: RawSchema):
         super().__init__()
@@ -114,11 +146,11 @@ class DecodeAndSplitRows(beam.PTransform):
         self._schema = schema
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return (records
-                | "BatchRecords" >> beam.BatchElements(min_batch_size=DECODE_BATCH_SIZE,
-                                                       max_batch_size=DECODE_BATCH_SIZE)
-                | "DecodeRows" >> beam.ParDo(DecodeRows(self._config, self._schema)).with_outputs(
-                    "train", "eval", "invalid"))
+        if self._config.input.format != "parquet":  # Parquet arrives in row-group batches already
+            records = records | "BatchRecords" >> beam.BatchElements(
+                min_batch_size=DECODE_BATCH_SIZE, max_batch_size=DECODE_BATCH_SIZE)
+        return records | "DecodeRows" >> beam.ParDo(DecodeRows(self._config, self._schema)).with_outputs(
+            "train", "eval", "invalid")
 
 
 def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig) -> pa.RecordBatch:

@@ -107,6 +107,9 @@ class RowTyper:
         self._label = config.label_column
         self._identity_ranges = {f.column: f.num_buckets for f in config.features.values() if f.type == "identity"}
 
+    def identity_buckets(self, column: str) -> int:
+        return self._identity_ranges[column]
+
     def type_row(self, row: Mapping[str, Any]) -> tuple[list[Any], int]:
         """Returns the typed values in `columns` order and the number of out-of-range identity ids.
 
@@ -202,6 +205,16 @@ class Splitter:
         self._column = config.split.column
         self._key = config.split.key
         self._threshold = config.split.eval_fraction * _HASH_SCALE
+
+    @property
+    def columns(self) -> list[str]:
+        """Raw columns the decision reads (none when the whole record is hashed)."""
+        return [self._column] if self._column else list(self._key)
+
+    def eval_mask(self, columns: Mapping[str, list], records: list[Any] | None, size: int) -> list[bool]:
+        """`is_eval` of a batch given as raw column lists (and the raw records, when hashed whole)."""
+        rows = [{name: values[i] for name, values in columns.items()} for i in range(size)]
+        return [self.is_eval(row, records[i] if records is not None else None) for i, row in enumerate(rows)]
 
     def is_eval(self, row: Mapping[str, Any], record: Any) -> bool:
         if self._column:

@@ -121,8 +121,11 @@ class TwoTowerModel(keras.Model):
         # The row's own candidate is what the query must find; seeing it in the history would leak it.
         query = self.query(features, training, exclude=ids)
         if self.catalog is not None:
+            # Eval rows whose candidate never appeared in training have no catalogue row to aim at.
             positions = tf.gather(self.catalog_positions, ids)
-            return full_softmax_loss(query, self.candidate(self.catalog, training), positions, self.temperature)
+            known = positions >= 0
+            return full_softmax_loss(tf.boolean_mask(query, known), self.candidate(self.catalog, training),
+                                     tf.boolean_mask(positions, known), self.temperature)
         log_prob = None if self.candidate_log_prob is None else tf.gather(self.candidate_log_prob, ids)
         return in_batch_softmax_loss(query, self.candidate(features, training), ids, self.temperature, log_prob)
 
