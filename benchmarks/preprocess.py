@@ -71,7 +71,9 @@ def reference(csv_path: pathlib.Path, out: pathlib.Path) -> int:
     columns["day_hour"] = pa.array(tf.strings.to_hash_bucket_fast(joined, 168).numpy())
     amount = table["amount"].to_numpy()
     columns["amount"] = pa.array(((amount - amount.mean()) / amount.std()).astype(np.float32))
-    batch = pa.RecordBatch.from_arrays([pa.LargeListArray.from_arrays(np.arange(table.num_rows + 1), columns[c])
+    offsets = pa.array(np.arange(table.num_rows + 1))
+    transformed = pa.table(columns).combine_chunks()
+    batch = pa.RecordBatch.from_arrays([pa.LargeListArray.from_arrays(offsets, transformed.column(c).chunk(0))
                                         for c in columns], names=list(columns))
     spec = {"user": tf.io.FixedLenFeature([], tf.int64), "item": tf.io.FixedLenFeature([], tf.int64),
             "day_hour": tf.io.FixedLenFeature([], tf.int64), "amount": tf.io.FixedLenFeature([], tf.float32)}

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -34,7 +35,8 @@ from transforms.preprocessing import CROSS_SEPARATOR
 logger = logging.getLogger(__name__)
 
 EMBED_BATCH_SIZE = 4096
-_MISSING = {tf.string: "", tf.int64: -1, tf.float32: np.nan}
+_MISSING = {tf.string: "", tf.int64: -1, tf.float32: float("nan")}
+_ARROW_INPUT = {tf.string: pa.string(), tf.int64: pa.int64(), tf.float32: pa.float32()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,7 @@ class EntityPlan:
         signature: SavedModel signature computing the vector.
         inputs: raw column -> tf dtype name, the signature's inputs.
         vocabulary: the keys to publish when the feature has a fixed key set, else None (all seen keys).
+        table_schema: schema of the entity table written by preprocess.
         schema: output Arrow schema with its key-value metadata.
     """
     name: str
@@ -54,6 +57,7 @@ class EntityPlan:
     signature: str
     inputs: dict[str, str]
     vocabulary: tuple[str, ...] | None
+    table_schema: pa.Schema
     schema: pa.Schema
 
     @property
@@ -80,7 +84,7 @@ def plan_entities(config: Config, run: RunDir, tft_output: tft.TFTransformOutput
             name=entity.name, feature=feature,
             signature=f"{tower}_embedding" if tower else signature_name(entity.key),
             inputs={c: raw_spec[c].dtype.name for c in columns},
-            vocabulary=_vocabulary(feature, tft_output),
+            vocabulary=_vocabulary(feature, tft_output), table_schema=table,
             schema=pa.schema(fields, metadata=metadata)))
     return plans
 
@@ -100,15 +104,25 @@ def _first_file(directory: str) -> str:
     return files[0]
 
 
-def key_columns(feature: FeatureConfig, key: str) -> dict[str, str]:
-    """Raw column values a key stands for ("3|17" of a cross -> both columns)."""
-    if feature.type == "cross":
-        return dict(zip(feature.columns, key.split(CROSS_SEPARATOR)))
-    return {feature.column: key}
+def key_columns(feature: FeatureConfig, keys: pa.Array) -> dict[str, pa.Array]:
+    """Raw column values the keys stand for ("3|17" of a cross -> both columns)."""
+    if feature.type != "cross":
+        return {feature.column: keys}
+    parts = pc.split_pattern(keys, CROSS_SEPARATOR)
+    return {column: pc.list_element(parts, index) for index, column in enumerate(feature.columns)}
+
+
+def slice_table(table: pa.Table, size: int = EMBED_BATCH_SIZE) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size)
 
 
 class ReadEntityRows(beam.PTransform):
-    """Entity table rows {key, count, raw columns...}; with a fixed key set, exactly those keys."""
+    """Entity tables of at most EMBED_BATCH_SIZE rows {key, count, raw columns...}.
+
+    With a fixed key set (a vocabulary), exactly those keys: entries never seen get count 0, keys
+    outside it are counted (`entity_keys_outside_vocabulary`) and dropped.
+    """
 
     def __init__(self, table_dir: str, plan: EntityPlan):
         super().__init__()
@@ -116,15 +130,18 @@ class ReadEntityRows(beam.PTransform):
         self._plan = plan
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        rows = pipeline | "ReadEntityTable" >> beam.io.ReadFromParquet(self._pattern)
         if self._plan.vocabulary is None:
-            return rows
-        keyed = rows | "KeyByEntity" >> beam.Map(lambda row: (row["key"], row))
+            return (pipeline | "ReadEntityTable" >> beam.io.ReadFromParquetBatched(self._pattern)
+                    | "SliceEntityTable" >> beam.FlatMap(slice_table))
+        rows = pipeline | "ReadEntityTable" >> beam.io.ReadFromParquet(self._pattern)
         vocabulary = (pipeline | "CreateVocabulary" >> beam.Create(self._plan.vocabulary)
                       | "KeyVocabulary" >> beam.Map(lambda key: (key, None)))
-        return ({"vocabulary": vocabulary, "rows": keyed}
+        schema = self._plan.table_schema
+        return ({"vocabulary": vocabulary, "rows": rows | "KeyByEntity" >> beam.Map(lambda row: (row["key"], row))}
                 | "JoinVocabulary" >> beam.CoGroupByKey()
-                | "KeepVocabulary" >> beam.FlatMap(_vocabulary_row))
+                | "KeepVocabulary" >> beam.FlatMap(_vocabulary_row)
+                | "BatchEntities" >> beam.BatchElements(min_batch_size=EMBED_BATCH_SIZE, max_batch_size=EMBED_BATCH_SIZE)
+                | "ToEntityTable" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema)))
 
 
 def _vocabulary_row(item: tuple[str, dict[str, list]]) -> Iterator[dict[str, Any]]:
@@ -136,7 +153,7 @@ def _vocabulary_row(item: tuple[str, dict[str, list]]) -> Iterator[dict[str, Any
 
 
 class EmbedBatches(beam.DoFn):
-    """Batches of entity rows -> Arrow tables of the output schema.
+    """Entity tables -> output tables: one model call per batch, columns built without Python loops.
 
     The SavedModel is loaded once per DoFn instance (`setup`), as Beam's RunInference does.
     """
@@ -149,27 +166,22 @@ class EmbedBatches(beam.DoFn):
     def setup(self) -> None:
         self._signature = tf.saved_model.load(self._export_dir).signatures[self._plan.signature]
 
-    def process(self, rows: list[dict[str, Any]]) -> Iterator[pa.Table]:
+    def process(self, table: pa.Table) -> Iterator[pa.Table]:
         plan = self._plan
+        keys = table.column("key").combine_chunks()
+        from_key = key_columns(plan.feature, keys)
         inputs = {}
         for column, dtype_name in plan.inputs.items():
             dtype = tf.as_dtype(dtype_name)
-            values = []
-            for row in rows:
-                value = key_columns(plan.feature, row["key"]).get(column, row.get(column))
-                values.append(_MISSING[dtype] if value is None else value)
-            inputs[column] = tf.constant(values if dtype != tf.int64 else np.asarray(values, np.int64), dtype)
-        vectors = self._signature(**inputs)["embedding"].numpy().astype(np.float32)
-        columns = {
-            "key": pa.array([row["key"] for row in rows], pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), plan.dim),
-            "count": pa.array([row.get("count") or 0 for row in rows], pa.int64()),
-        }
-        for field in plan.schema:
-            if field.name not in columns:
-                columns[field.name] = pa.array([row.get(field.name) for row in rows], field.type)
-        self._counter.inc(len(rows))
-        yield pa.Table.from_arrays([columns[f.name] for f in plan.schema], schema=plan.schema)
+            values = from_key[column] if column in from_key else table.column(column).combine_chunks()
+            values = pc.fill_null(values.cast(_ARROW_INPUT[dtype]), _MISSING[dtype])
+            inputs[column] = tf.constant(values.to_numpy(zero_copy_only=False), dtype)
+        vectors = self._signature(**inputs)["embedding"].numpy().astype(np.float32, copy=False)
+        columns = {"key": keys, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), plan.dim),
+                   "count": pc.fill_null(table.column("count"), 0)}
+        arrays = [columns[f.name] if f.name in columns else table.column(f.name).cast(f.type) for f in plan.schema]
+        self._counter.inc(table.num_rows)
+        yield pa.Table.from_arrays(arrays, schema=plan.schema)
 
 
 class EmbeddingParquetSink(filebasedsink.FileBasedSink):
@@ -207,8 +219,6 @@ class EmbedEntities(beam.PTransform):
         plan = self._plan
         return (pipeline
                 | "ReadEntityRows" >> ReadEntityRows(self._run.join(ENTITY_TABLES, plan.name), plan)
-                | "BatchEntities" >> beam.BatchElements(min_batch_size=EMBED_BATCH_SIZE,
-                                                        max_batch_size=EMBED_BATCH_SIZE)
                 | "EmbedBatches" >> beam.ParDo(EmbedBatches(self._run.export_dir, plan))
                 | "WriteEmbeddings" >> beam.io.Write(EmbeddingParquetSink(
                     os.path.join(self._staging, "embeddings", plan.name, "part"), plan.schema)))

@@ -26,6 +26,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 from tfx_bsl.public import tfxio
 
 from pipelines import columnar
+from pipelines.batched_io import LineBatchSource, TFRecordBatchSink
 from pipelines.config import Config
 from pipelines.entities import WriteEntityTables
 from pipelines.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
@@ -51,8 +52,8 @@ def raw_feature_spec(schema: RawSchema) -> dict[str, tf.io.FixedLenFeature]:
 
 
 class ReadRawRows(beam.PTransform):
-    """Reads the input files -> (file name, raw record) with bytes lines or tf.Example bytes, or
-    (file name, pa.Table) for Parquet (one element per row group)."""
+    """Reads the input files in batches: (file name, [line bytes]) for text formats, (file name,
+    pa.Table) per Parquet row group, and (file name, tf.Example bytes) records for TFRecords."""
 
     def __init__(self, config: Config, schema: RawSchema):
         super().__init__()
@@ -67,8 +68,8 @@ class ReadRawRows(beam.PTransform):
         if self._format == "parquet":
             return (pipeline | "ListFiles" >> beam.Create(self._files)
                     | "ReadParquetBatches" >> beam.io.ReadAllFromParquetBatched(with_filename=True))
-        return pipeline | "ReadLines" >> beam.io.ReadFromTextWithFilename(
-            self._pattern, skip_header_lines=1 if self._format == "csv" else 0, coder=beam.coders.BytesCoder())
+        return pipeline | "ReadLineBatches" >> beam.io.Read(
+            LineBatchSource(self._pattern, skip_header_lines=1 if self._format == "csv" else 0))
 
 
 class DecodeRows(beam.DoFn):
@@ -93,7 +94,10 @@ class DecodeRows(beam.DoFn):
             source, raw = element
             sources, records = [source] * raw.num_rows, None
         else:
-            sources, records = [s for s, _ in element], [r for _, r in element]
+            if isinstance(element, tuple):  # (file, [lines])
+                sources, records = [element[0]] * len(element[1]), element[1]
+            else:  # batched (file, record) pairs
+                sources, records = [s for s, _ in element], [r for _, r in element]
             raw = (columnar.read_csv_batch(records, self._schema.header, self._config.input.delimiter)
                    if self._config.input.format == "csv" else None)
         typed = None if raw is None else columnar.type_batch(raw, self._typer, self._schema, self._config.label_column)
@@ -146,7 +150,7 @@ class DecodeAndSplitRows(beam.PTransform):
         self._schema = schema
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        if self._config.input.format != "parquet":  # Parquet arrives in row-group batches already
+        if self._config.input.format == "tfrecord":  # the other formats are read in batches
             records = records | "BatchRecords" >> beam.BatchElements(
                 min_batch_size=DECODE_BATCH_SIZE, max_batch_size=DECODE_BATCH_SIZE)
         return records | "DecodeRows" >> beam.ParDo(DecodeRows(self._config, self._schema)).with_outputs(
@@ -165,7 +169,7 @@ class AnalyzeAndTransform(beam.PTransform):
     """Analyzes the train split only (no eval leakage into vocabularies or scaling), transforms both.
 
     Returns:
-        (serialized train tf.Examples, serialized eval tf.Examples, transform_fn).
+        (lists of serialized train tf.Examples, the same for eval, transform_fn).
     """
 
     def __init__(self, config: Config, schema: RawSchema):
@@ -185,22 +189,25 @@ class AnalyzeAndTransform(beam.PTransform):
         transform_fn = (train_input, self._adapter) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
         encoded = []
         for split, data in (("train", train_input), ("eval", eval_input)):
-            transformed = (((data, self._adapter), transform_fn)
-                           | f"TransformDataset[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
-            encoded.append(transformed | f"EncodeExamples[{split}]" >> tft_beam.EncodeTransformedDataset())
+            transformed, metadata = (((data, self._adapter), transform_fn)
+                                     | f"TransformDataset[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
+            # As tft_beam.EncodeTransformedDataset, but one element per record batch, not per example.
+            encoder = (metadata.deferred_metadata
+                       | f"MakeEncoder[{split}]" >> beam.Map(lambda m: tfxio.RecordBatchToExamplesEncoder(m.schema)))
+            encoded.append(transformed | f"EncodeExamples[{split}]" >> beam.Map(
+                lambda batch, coder: coder.encode(batch[0]), coder=beam.pvalue.AsSingleton(encoder)))
         return encoded[0], encoded[1], transform_fn
 
 
 class WriteExamples(beam.PTransform):
-    """Serialized tf.Examples -> `<prefix>-SSSSS-of-NNNNN.tfrecord.gz`."""
+    """Lists of serialized tf.Examples -> `<prefix>-SSSSS-of-NNNNN.tfrecord.gz`."""
 
     def __init__(self, prefix: str):
         super().__init__()
         self._prefix = prefix
 
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
-        return examples | "WriteTFRecords" >> beam.io.WriteToTFRecord(
-            self._prefix, file_name_suffix=".tfrecord.gz", compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+        return examples | "WriteTFRecords" >> beam.io.Write(TFRecordBatchSink(self._prefix))
 
 
 class WriteInvalidRows(beam.PTransform):

@@ -103,7 +103,7 @@ def test_every_feature_type(tmp_path):
         with tft_beam.Context(temp_dir=str(tmp_path)):
             train = pipeline | "CreateTrain" >> beam.Create([batch])
             evaluation = pipeline | "CreateEval" >> beam.Create([batch.slice(0, 2)])
-            train_examples, eval_examples, _ = (train, evaluation) | AnalyzeAndTransform(CONFIG, schema)
-            assert_that(train_examples, check)
-            eval_users = eval_examples | beam.Map(lambda e: decode(e)["user"])
+            train_batches, eval_batches, _ = (train, evaluation) | AnalyzeAndTransform(CONFIG, schema)
+            assert_that(train_batches | "FlattenTrain" >> beam.FlatMap(list), check)
+            eval_users = eval_batches | beam.FlatMap(list) | beam.Map(lambda e: decode(e)["user"])
             assert_that(eval_users, equal_to([0, 1]), label="CheckEval")   # eval uses the train vocabulary
