@@ -213,12 +213,24 @@ class Splitter:
 
     def eval_mask(self, columns: Mapping[str, list], records: list[Any] | None, size: int) -> list[bool]:
         """`is_eval` of a batch given as raw column lists (and the raw records, when hashed whole)."""
-        rows = [{name: values[i] for name, values in columns.items()} for i in range(size)]
-        return [self.is_eval(row, records[i] if records is not None else None) for i, row in enumerate(rows)]
+        if self._column:
+            return [_is_flag(value) for value in columns[self._column]]
+        if self._key:
+            texts = ["\x1f".join(map(str, values)) for values in zip(*(columns[k] for k in self._key))]
+        else:
+            texts = [record_text(record) for record in records]
+        return [self._hashed_below(text) for text in texts]
 
     def is_eval(self, row: Mapping[str, Any], record: Any) -> bool:
         if self._column:
-            return str(row.get(self._column, "")).strip().lower() in EVAL_FLAGS
+            return _is_flag(row.get(self._column, ""))
         text = "\x1f".join(str(row.get(k, "")) for k in self._key) if self._key else record_text(record)
+        return self._hashed_below(text)
+
+    def _hashed_below(self, text: str) -> bool:
         digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
         return int.from_bytes(digest, "big") < self._threshold
+
+
+def _is_flag(value: Any) -> bool:
+    return str(value).strip().lower() in EVAL_FLAGS
