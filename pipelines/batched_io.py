@@ -7,6 +7,7 @@ files and atomic finalisation.
 """
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import BinaryIO, Iterator
 
@@ -58,6 +59,60 @@ class LineBatchSource(filebasedsource.FileBasedSource):
                     batch, batch_start = [], position
             if batch:
                 yield file_name, batch
+
+
+@dataclasses.dataclass(frozen=True)
+class CorruptRecord:
+    """Stands for the unreadable rest of a TFRecord file: where it starts and why it broke."""
+    offset: int
+    reason: str
+
+
+class TFRecordBatchSource(filebasedsource.FileBasedSource):
+    """Records of TFRecord files (gzip by suffix) as (file name, [record bytes, ...]) batches.
+
+    Lengths and data are checked against their CRC32C. A corrupt frame cannot be skipped (its length
+    is not trustworthy), so the rest of that file becomes one `CorruptRecord` in the last batch.
+    """
+
+    def __init__(self, file_pattern: str, records_per_batch: int = 16384):
+        super().__init__(file_pattern, compression_type=CompressionTypes.AUTO, splittable=False)
+        self._records_per_batch = records_per_batch
+
+    def read_records(self, file_name: str, range_tracker: OffsetRangeTracker) -> Iterator[tuple[str, list]]:
+        if not range_tracker.try_claim(range_tracker.start_position()):
+            return
+        batch: list = []
+        offset = 0
+        with self.open_file(file_name) as handle:
+            while True:
+                try:
+                    record = _read_frame(handle)
+                except (ValueError, OSError, EOFError) as error:  # OSError/EOFError: a broken gzip stream
+                    batch.append(CorruptRecord(offset, f"corrupt TFRecord data at byte {offset}: {error}"))
+                    break
+                if record is None:
+                    break
+                offset += len(record) + 16
+                batch.append(record)
+                if len(batch) == self._records_per_batch:
+                    yield file_name, batch
+                    batch = []
+        if batch:
+            yield file_name, batch
+
+
+def _read_frame(handle: BinaryIO) -> bytes | None:
+    header = handle.read(12)
+    if not header:
+        return None
+    if len(header) < 12 or header[8:] != _masked_crc(header[:8]):
+        raise ValueError("length checksum mismatch")
+    length = struct.unpack("<Q", header[:8])[0]
+    data, footer = handle.read(length), handle.read(4)
+    if len(data) < length or footer != _masked_crc(data):
+        raise ValueError("data checksum mismatch")
+    return data
 
 
 def _masked_crc(data: bytes) -> bytes:

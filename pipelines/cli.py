@@ -31,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML job config")
     parser.add_argument("--output", help="output root (default: the config's `output`)")
-    parser.add_argument("--run-id", help="run id (default: a UTC timestamp)")
+    parser.add_argument("--run-id", help="run id (default: a UTC timestamp); an incomplete run resumes")
+    parser.add_argument("--overwrite", action="store_true", help="run again over a run that is complete")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,26 +79,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _new_run(args: argparse.Namespace):
+def _open_run(args: argparse.Namespace, stages: tuple[str, ...]):
+    """The config and the run directory to work in: new, resumed, or (with --overwrite) restarted.
+
+    Raises:
+        UsageError: the run id belongs to a run of another config, or its `stages` are all done
+            and --overwrite was not given.
+    """
     from pipelines.rundir import RunDir, new_run_id
     config, raw = load_config(args.config)
     run = RunDir(os.path.join(args.output or config.output, args.run_id or new_run_id()))
-    if not run.exists():
+    if run.exists():
+        if run.read_manifest().get("config") != raw:
+            raise UsageError(f"--run-id {run.run_id}: that run was made from a different config; pick another id")
+        if all(run.stage_done(stage) for stage in stages):
+            if not args.overwrite:
+                raise UsageError(f"run {run.path} is complete; pass --overwrite to run it again")
+            run.create(config.name, raw)
+        else:
+            logger.info("resuming run %s", run.path)
+    else:
         run.create(config.name, raw)
     return config, run
 
 
 def cmd_preprocess(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.preprocess import run_preprocess
-    config, run = _new_run(args)
+    config, run = _open_run(args, ("preprocess",))
     run_preprocess(config, run, beam_args)
     print(run.path)
     return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.rundir import resolve_run
     from trainer.train import train_run
-    train_run(args.run_dir)
+    train_run(resolve_run(args.run_dir).path)
     return EXIT_OK
 
 
@@ -109,15 +126,20 @@ def cmd_embed(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """All three stages; an interrupted run given again by --run-id goes on from its first unfinished stage."""
     from pipelines.embed import run_embed
     from pipelines.preprocess import run_preprocess
-    from pipelines.rundir import write_latest
+    from pipelines.rundir import STAGES, write_latest
     from trainer.train import train_run
-    config, run = _new_run(args)
+    config, run = _open_run(args, STAGES)
     started = time.time()
-    run_preprocess(config, run, beam_args)
-    train_run(run.path)
-    run_embed(run, beam_args)
+    stages = {"preprocess": lambda: run_preprocess(config, run, beam_args), "train": lambda: train_run(run.path),
+              "embed": lambda: run_embed(run, beam_args)}
+    for stage in STAGES:
+        if run.stage_done(stage):
+            logger.info("%s: already done", stage)
+        else:
+            stages[stage]()
     write_latest(run.output, run.run_id)
     logger.info("run %s complete in %.0f s", run.run_id, time.time() - started)
     print(run.path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -226,22 +225,20 @@ class EmbedEntities(beam.PTransform):
 
 def run_embed(run: RunDir, beam_args: list[str]) -> dict[str, int]:
     """Runs the embed job for a trained run and publishes `embeddings/`; returns entities per name."""
-    started = time.time()
     manifest = run.read_manifest()
     if manifest.get("stages", {}).get("train", {}).get("status") != "succeeded":
         raise RuntimeError(f"{run.path}: train has not succeeded; run `embedpipe train` first")
     config = config_from_dict(manifest["config"])
     plans = plan_entities(config, run, tft.TFTransformOutput(run.transform_dir))
-    staging = run.clear_staging("embed")
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    for plan in plans:
-        _ = pipeline | f"EmbedEntities[{plan.name}]" >> EmbedEntities(run, staging, plan)
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = read_counters(result, tuple(f"entities_{p.name}" for p in plans))
-    entities = {p.name: counters[f"entities_{p.name}"] for p in plans}
-    run.publish("embed", ["embeddings"])
-    run.record_stage("embed", "succeeded", started, entities=entities,
-                     skipped_outside_vocabulary=counters.get("entity_keys_outside_vocabulary", 0))
+    with run.stage("embed") as info:
+        staging = run.clear_staging("embed")
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        for plan in plans:
+            _ = pipeline | f"EmbedEntities[{plan.name}]" >> EmbedEntities(run, staging, plan)
+        result = pipeline.run()
+        result.wait_until_finish()
+        counters = read_counters(result, tuple(f"entities_{p.name}" for p in plans))
+        info["entities"] = entities = {p.name: counters[f"entities_{p.name}"] for p in plans}
+        info["skipped_outside_vocabulary"] = counters.get("entity_keys_outside_vocabulary", 0)
     logger.info("embed: %s", ", ".join(f"{name}={count}" for name, count in entities.items()))
     return entities

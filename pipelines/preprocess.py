@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -26,7 +25,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 from tfx_bsl.public import tfxio
 
 from pipelines import columnar
-from pipelines.batched_io import LineBatchSource, TFRecordBatchSink
+from pipelines.batched_io import LineBatchSource, TFRecordBatchSink, TFRecordBatchSource
 from pipelines.config import Config
 from pipelines.entities import WriteEntityTables
 from pipelines.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
@@ -37,8 +36,6 @@ from transforms.preprocessing import build_preprocessing_fn
 logger = logging.getLogger(__name__)
 
 COUNTERS = ("rows_read", "rows_valid", "rows_invalid", "rows_train", "rows_eval", "identity_out_of_range")
-OUTPUTS = ("transform", "data", "invalid")
-DECODE_BATCH_SIZE = 4096
 _TF_DTYPES = {FLOAT: tf.float32, INT: tf.int64}
 
 
@@ -52,8 +49,8 @@ def raw_feature_spec(schema: RawSchema) -> dict[str, tf.io.FixedLenFeature]:
 
 
 class ReadRawRows(beam.PTransform):
-    """Reads the input files in batches: (file name, [line bytes]) for text formats, (file name,
-    pa.Table) per Parquet row group, and (file name, tf.Example bytes) records for TFRecords."""
+    """Reads the input files in batches: (file name, [line or tf.Example bytes]), or (file name,
+    pa.Table) per Parquet row group."""
 
     def __init__(self, config: Config, schema: RawSchema):
         super().__init__()
@@ -63,8 +60,7 @@ class ReadRawRows(beam.PTransform):
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         if self._format == "tfrecord":
-            return (pipeline | "ListFiles" >> beam.Create(self._files)
-                    | "ReadExamples" >> beam.io.ReadAllFromTFRecord(with_filename=True))
+            return pipeline | "ReadExampleBatches" >> beam.io.Read(TFRecordBatchSource(self._pattern))
         if self._format == "parquet":
             return (pipeline | "ListFiles" >> beam.Create(self._files)
                     | "ReadParquetBatches" >> beam.io.ReadAllFromParquetBatched(with_filename=True))
@@ -94,10 +90,7 @@ class DecodeRows(beam.DoFn):
             source, raw = element
             sources, records = [source] * raw.num_rows, None
         else:
-            if isinstance(element, tuple):  # (file, [lines])
-                sources, records = [element[0]] * len(element[1]), element[1]
-            else:  # batched (file, record) pairs
-                sources, records = [s for s, _ in element], [r for _, r in element]
+            sources, records = [element[0]] * len(element[1]), element[1]
             raw = (columnar.read_csv_batch(records, self._schema.header, self._config.input.delimiter)
                    if self._config.input.format == "csv" else None)
         typed = None if raw is None else columnar.type_batch(raw, self._typer, self._schema, self._config.label_column)
@@ -150,9 +143,6 @@ class DecodeAndSplitRows(beam.PTransform):
         self._schema = schema
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        if self._config.input.format == "tfrecord":  # the other formats are read in batches
-            records = records | "BatchRecords" >> beam.BatchElements(
-                min_batch_size=DECODE_BATCH_SIZE, max_batch_size=DECODE_BATCH_SIZE)
         return records | "DecodeRows" >> beam.ParDo(DecodeRows(self._config, self._schema)).with_outputs(
             "train", "eval", "invalid")
 
@@ -272,30 +262,26 @@ def run_preprocess(config: Config, run: RunDir, beam_args: list[str]) -> dict[st
 
     Raises:
         ConfigError: the input does not match the config (before any Beam work).
-        InvalidInputError: too many invalid rows (outputs stay unpublished).
+        InvalidInputError: too many invalid rows (only `invalid/` is published).
     """
-    started = time.time()
     schema = inspect_input(config)
-    staging = run.clear_staging("preprocess")
-    options = PipelineOptions(beam_args)
-    temp_dir = options.view_as(GoogleCloudOptions).temp_location or os.path.join(staging, "tmp")
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(raw_feature_spec(schema))),
-        os.path.join(staging, "transform", "metadata"))
-    logger.info("preprocess: %d input file(s) -> %s", len(schema.files), run.path)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, schema, staging, temp_dir)
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = read_counters(result, COUNTERS)
-    run.record_stage("preprocess", "running", started, counts=counts)
-    try:
-        check_invalid_fraction(counts, config.input.max_invalid_fraction, run.join("invalid"))
-    except InvalidInputError:
-        run.publish("preprocess", ["invalid"])  # so the user can read what was rejected
-        run.record_stage("preprocess", "failed", started, counts=counts)
-        raise
-    run.publish("preprocess", OUTPUTS)
-    run.record_stage("preprocess", "succeeded", started, counts=counts)
-    logger.info("preprocess: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    with run.stage("preprocess") as info:
+        staging = run.clear_staging("preprocess")
+        options = PipelineOptions(beam_args)
+        temp_dir = options.view_as(GoogleCloudOptions).temp_location or os.path.join(staging, "tmp")
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(
+            schema_utils.schema_from_feature_spec(raw_feature_spec(schema))),
+            os.path.join(staging, "transform", "metadata"))
+        logger.info("preprocess: %d input file(s) -> %s", len(schema.files), run.path)
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, config, schema, staging, temp_dir)
+        result = pipeline.run()
+        result.wait_until_finish()
+        info["counts"] = counts = read_counters(result, COUNTERS)
+        logger.info("preprocess: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+        try:
+            check_invalid_fraction(counts, config.input.max_invalid_fraction, run.join("invalid"))
+        except InvalidInputError:
+            run.publish("preprocess", ["invalid"])  # so the user can read what was rejected
+            raise
     return counts

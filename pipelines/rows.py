@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 
+from pipelines.batched_io import CorruptRecord
 from pipelines.config import Config
 from pipelines.schema import FLOAT, INT, STRING, RawSchema
 
@@ -78,6 +79,8 @@ def make_decoder(config: Config, schema: RawSchema) -> Callable[[Any], Mapping[s
 
 def _decode_example(record: bytes) -> Mapping[str, Any]:
     from tensorflow.core.example import example_pb2
+    if isinstance(record, CorruptRecord):
+        raise InvalidRow(record.reason)
     try:
         example = example_pb2.Example.FromString(record)
     except Exception as error:  # protobuf raises DecodeError, not a public subclass of ValueError

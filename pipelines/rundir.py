@@ -7,19 +7,22 @@ reader must trust `manifest.json`, not the presence of a directory).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import time
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import tensorflow as tf
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
 STAGES = ("preprocess", "train", "embed")
+STAGE_OUTPUTS = {"preprocess": ("transform", "data", "invalid"), "train": ("model", "metrics.json"),
+                 "embed": ("embeddings",)}
 _PACKAGES = ("embedpipe", "tensorflow", "tf-keras", "tensorflow-transform", "tfx-bsl", "apache-beam", "pyarrow")
 
 
@@ -108,6 +111,9 @@ class RunDir:
     def stage_done(self, stage: str) -> bool:
         return self.read_manifest().get("stages", {}).get(stage, {}).get("status") == "succeeded"
 
+    def is_complete(self) -> bool:
+        return all(self.stage_done(stage) for stage in STAGES)
+
     def record_stage(self, stage: str, status: str, started: float, **info: Any) -> dict[str, Any]:
         """Records a stage's status, timing and facts (counts, metrics) in the manifest."""
         manifest = self.read_manifest()
@@ -121,6 +127,30 @@ class RunDir:
         self.write_manifest(manifest)
         return manifest
 
+    @contextlib.contextmanager
+    def stage(self, stage: str) -> Iterator[dict[str, Any]]:
+        """Runs one stage: marks it running, invalidates the stages after it (their records and
+        published outputs, which came from older inputs), and on success publishes the staged
+        outputs and records the facts the body put in the yielded dict; on failure records it."""
+        started = time.time()
+        later = STAGES[STAGES.index(stage) + 1:]
+        manifest = self.read_manifest()
+        stages = manifest.setdefault("stages", {})
+        for name in later:
+            stages.pop(name, None)
+            for output in STAGE_OUTPUTS[name]:
+                self._remove(self.join(output))
+        self.write_manifest(manifest)
+        self.record_stage(stage, "running", started)
+        info: dict[str, Any] = {}
+        try:
+            yield info
+        except BaseException as error:
+            self.record_stage(stage, "failed", started, error=f"{type(error).__name__}: {error}", **info)
+            raise
+        self.publish(stage, STAGE_OUTPUTS[stage])
+        self.record_stage(stage, "succeeded", started, **info)
+
     # ------------------------------------------------------------------ staging
 
     def clear_staging(self, stage: str) -> str:
@@ -132,15 +162,22 @@ class RunDir:
         return staging
 
     def publish(self, stage: str, names: Iterable[str]) -> None:
-        """Moves `<staging>/<name>` to `<run>/<name>` for each name, replacing earlier outputs."""
+        """Moves `<staging>/<name>` to `<run>/<name>` for each name, replacing earlier outputs,
+        then removes the stage's staging directory."""
         staging = self.staging(stage)
         for name in names:
             target = self.join(name)
-            if tf.io.gfile.exists(target):
-                tf.io.gfile.rmtree(target) if tf.io.gfile.isdir(target) else tf.io.gfile.remove(target)
+            self._remove(target)
             tf.io.gfile.makedirs(os.path.dirname(target))
             tf.io.gfile.rename(os.path.join(staging, name), target)
         tf.io.gfile.rmtree(staging)
+        if not tf.io.gfile.listdir(self.join(".staging")):
+            tf.io.gfile.rmtree(self.join(".staging"))
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
 
 
 def package_versions() -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import tensorflow as tf
@@ -19,7 +18,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from pipelines.config import Config, config_from_dict
-from pipelines.rundir import RunDir
+from pipelines.rundir import STAGE_OUTPUTS, RunDir
 from trainer import evaluate
 from trainer.export import export_model
 from trainer.inputs import feature_inputs, make_dataset, split_pattern
@@ -30,7 +29,6 @@ from transforms.preprocessing import LABEL_VOCABULARY
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = ("model", "metrics.json")
 
 
 def choose_strategy() -> tf.distribute.Strategy:
@@ -103,6 +101,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         model = self.config.model
         keras.utils.set_random_seed(model.seed)
+        # Same seed, same data -> the same weights, so a rerun republishes the same vectors.
+        tf.config.experimental.enable_op_determinism()
         strategy = choose_strategy()
         with strategy.scope():
             net, interactions = self.build()
@@ -134,20 +134,15 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def train_run(run_path: str, job_dir: str | None = None) -> dict[str, Any]:
     """Trains, evaluates and exports the model of the run at `run_path`; returns its metrics."""
-    started = time.time()
     run = RunDir(run_path)
     trainer = Trainer(run, job_dir)
     logger.info("train: %s model, %d features -> %s", trainer.config.model.kind, len(trainer.inputs), run.path)
-    try:
+    with run.stage("train") as info:
         metrics = trainer.train()
-    except BaseException:
-        run.record_stage("train", "failed", started)
-        raise
-    if job_dir:
-        for name in OUTPUTS:  # a cloud job's work dir is copied, the run's own staging renamed
-            _copy_tree(os.path.join(job_dir, name), run.join(".staging", "train", name))
-    run.publish("train", OUTPUTS)
-    run.record_stage("train", "succeeded", started, metrics=headline(metrics))
+        info["metrics"] = headline(metrics)
+        if job_dir:
+            for name in STAGE_OUTPUTS["train"]:  # a cloud job's work dir is copied, the run's own staging renamed
+                _copy_tree(os.path.join(job_dir, name), os.path.join(run.staging("train"), name))
     logger.info("train: %s", json.dumps(headline(metrics)))
     return metrics
 
