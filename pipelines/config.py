@@ -95,6 +95,7 @@ class ModelConfig:
     negatives: str = "in_batch"
     l2: float = 0.0
     query_history: int = 0
+    history_order: str | None = None
     eval_max_examples: int = 20000
 
     def dim_of(self, feature: str) -> int:
@@ -327,6 +328,7 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         negatives=section.choice("negatives", NEGATIVES, "in_batch"),
         l2=section.get("l2", float, 0.0),
         query_history=section.positive_int("query_history", 0, minimum=0),
+        history_order=section.get("history_order", str),
         eval_max_examples=section.positive_int("eval_max_examples", 20000),
     )
     if model.learning_rate <= 0 or not math.isfinite(model.learning_rate):
@@ -356,6 +358,11 @@ def _check_model_features(section: _Section, model: ModelConfig, features: Mappi
             if not features[names[0]].is_categorical or features[names[0]].type == "text":
                 raise ConfigError(f"{section.key(tower)}: the first feature ({names[0]!r}) must be the "
                                   "tower's id feature (vocabulary, vocabulary_list, identity or hash)")
+        order = model.history_order
+        if order and (order not in features or features[order].type != "numeric" or features[order].bucketize):
+            raise ConfigError(f"{section.key('history_order')}: {order!r} must be a numeric feature (not bucketized)")
+        if order and not model.query_history:
+            raise ConfigError(f"{section.key('history_order')}: needs model.query_history")
         shared = set(model.query) & set(model.candidate)
         if shared:
             raise ConfigError(f"{section.key('candidate')}: {sorted(shared)} also in model.query")

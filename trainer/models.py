@@ -86,13 +86,16 @@ class TwoTowerModel(keras.Model):
             positions[ids] = np.arange(len(ids))
             self.catalog = candidate_batch(interactions.features, ids.tolist())
             self.catalog_positions = tf.constant(positions)
-        self.history_table = None
+        self.history_length, self.history_order = model.query_history, model.history_order
+        self.history_table = self.history_times = None
         if model.query_history:
             # Variables, not graph constants, so a large history does not bloat the exported graph.
-            table = interactions.history(query_tower.get_layer(f"embedding_{self.query_id}").num_rows,
-                                         model.query_history, model.seed)
-            self.history_table = (tf.Variable(table.values, trainable=False, name="history_values"),
-                            tf.Variable(table.row_splits, trainable=False, name="history_row_splits"))
+            items, times = interactions.history(query_tower.get_layer(f"embedding_{self.query_id}").num_rows,
+                                                model.query_history, model.seed)
+            self.history_table = (tf.Variable(items.values, trainable=False, name="history_values"),
+                                  tf.Variable(items.row_splits, trainable=False, name="history_row_splits"))
+            if model.history_order:
+                self.history_times = tf.Variable(times.values, trainable=False, name="history_times")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     @property
@@ -100,14 +103,32 @@ class TwoTowerModel(keras.Model):
         return [self.loss_tracker]
 
     def query(self, features: dict, training: bool = False, exclude: tf.Tensor | None = None) -> tf.Tensor:
-        """Query vectors [batch, dim]; `exclude` [batch] removes each row's own candidate from its history."""
+        """Query vectors [batch, dim].
+
+        With a history, each row sees its query's latest `query_history` training candidates:
+        those before the row's own order value when the batch has one (a training or eval row),
+        all of them otherwise (serving). Without an order feature, `exclude` [batch] removes each
+        row's own candidate instead.
+        """
         inputs = {k: features[k] for k in self.query_tower.input_names if k != HISTORY}
         if self.history_table is not None:
-            rows = tf.gather(tf.RaggedTensor.from_row_splits(*self.history_table), features[self.query_id])
-            if exclude is not None:
-                rows = tf.ragged.boolean_mask(rows, tf.not_equal(rows, tf.expand_dims(exclude, 1)))
-            inputs[HISTORY] = rows.to_sparse()
+            inputs[HISTORY] = self._history(features, exclude).to_sparse()
         return self.query_tower(inputs, training=training)
+
+    def _history(self, features: dict, exclude: tf.Tensor | None) -> tf.RaggedTensor:
+        values, splits = self.history_table
+        queries = features[self.query_id]
+        items = tf.gather(tf.RaggedTensor.from_row_splits(values, splits), queries)
+        if self.history_times is not None:
+            if self.history_order in features:
+                times = tf.gather(tf.RaggedTensor.from_row_splits(self.history_times, splits), queries)
+                now = tf.expand_dims(tf.cast(features[self.history_order], tf.float32), 1)
+                items = tf.ragged.boolean_mask(items, times < now)
+        elif exclude is not None:
+            items = tf.ragged.boolean_mask(items, tf.not_equal(items, tf.expand_dims(exclude, 1)))
+        lengths = items.row_lengths()
+        latest = tf.ragged.range(lengths) >= tf.expand_dims(lengths - self.history_length, 1)
+        return tf.ragged.boolean_mask(items, latest)
 
     def candidate(self, features: dict, training: bool = False) -> tf.Tensor:
         """Candidate vectors [batch, dim]."""

@@ -82,7 +82,7 @@ class Trainer:
         if model.kind == "two_tower":
             interactions = collect_interactions(
                 self.dataset("train", with_label=False), model.query[0], model.candidate[0], list(model.candidate),
-                self.inputs[model.candidate[0]].num_rows)
+                self.inputs[model.candidate[0]].num_rows, model.history_order)
             return build_two_tower(model, self.inputs, interactions), interactions
         classes = (self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY)
                    if model.task == "classification" else 0)
