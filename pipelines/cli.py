@@ -1,4 +1,4 @@
-"""The `embedpipe` command: run, preprocess, train, embed, neighbors.
+"""The `embedpipe` command: run, preprocess, train, embed, and neighbors, index, cluster, projector, plot.
 
 Options the command does not know go to Beam's `PipelineOptions` untouched. Exit status: 0 success,
 1 job failure, 2 bad config or arguments (one line, no traceback).
@@ -45,11 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("run_dir")
     embed = commands.add_parser("embed", help="write every entity's vector to Parquet")
     embed.add_argument("run_dir")
-    neighbors = commands.add_parser("neighbors", help="nearest neighbours of one key")
+    neighbors = commands.add_parser("neighbors", help="nearest neighbours of one key, or of a file of keys")
     neighbors.add_argument("run_dir")
     neighbors.add_argument("--entity", required=True)
-    neighbors.add_argument("--key", required=True)
+    keys = neighbors.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key", help="one key (or a metadata value naming one row, e.g. a title)")
+    keys.add_argument("--keys-file", help="one key per line; runs a Beam job writing --output-prefix-*.parquet")
+    neighbors.add_argument("--output-prefix", help="with --keys-file: where the Parquet files go")
     neighbors.add_argument("-k", type=int, default=10)
+    neighbors.add_argument("--exact", action="store_true", help="exact search even when an index exists")
+    index = commands.add_parser("index", help="build an approximate nearest-neighbour index (usearch HNSW)")
+    index.add_argument("run_dir")
+    index.add_argument("--entity", required=True)
+    cluster = commands.add_parser("cluster", help="k-means clusters -> clusters/<entity>/")
+    cluster.add_argument("run_dir")
+    cluster.add_argument("--entity", required=True)
+    cluster.add_argument("--k", type=int, required=True)
+    projector = commands.add_parser("projector", help="TensorBoard projector files -> projector/<entity>/")
+    projector.add_argument("run_dir")
+    projector.add_argument("--entity", required=True)
+    projector.add_argument("--sample", type=int, default=10000)
+    plot = commands.add_parser("plot", help="2-D picture of an entity as PNG")
+    plot.add_argument("run_dir")
+    plot.add_argument("--entity", required=True)
+    plot.add_argument("--out", required=True)
+    plot.add_argument("--method", choices=("pca", "tsne"), default="pca")
+    plot.add_argument("--sample", type=int, default=2000)
     return parser
 
 
@@ -58,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, beam_args = build_parser().parse_known_args(argv)
-        if beam_args and args.command in ("train", "neighbors"):
+        if beam_args and args.command not in ("run", "preprocess", "embed") and not getattr(args, "keys_file", None):
             raise UsageError(f"unrecognized arguments: {' '.join(beam_args)}")
     except UsageError as error:
         print(f"embedpipe: error: {error}", file=sys.stderr)
@@ -151,12 +172,62 @@ def cmd_neighbors(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.rundir import resolve_run
     if args.k < 1:
         raise UsageError(f"-k must be >= 1, got {args.k}")
-    print_neighbors(resolve_run(args.run_dir), args.entity, args.key, args.k)
+    run = resolve_run(args.run_dir)
+    if args.keys_file:
+        from pipelines.ann import run_batch_neighbors
+        if not args.output_prefix:
+            raise UsageError("--keys-file needs --output-prefix")
+        run_batch_neighbors(run, args.entity, args.keys_file, args.output_prefix, args.k, args.exact, beam_args)
+        print(f"{args.output_prefix}-*.parquet")
+        return EXIT_OK
+    print_neighbors(run, args.entity, args.key, args.k, use_index=not args.exact)
+    return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.ann import EntityIndex, build_index, recall_at_k
+    from pipelines.neighbors import load_entity
+    from pipelines.rundir import resolve_run
+    run = resolve_run(args.run_dir)
+    facts = build_index(run, args.entity)
+    recall = recall_at_k(load_entity(run, args.entity), EntityIndex(run, args.entity))
+    print(f"{facts['entity']}: {facts['vectors']} vectors of {facts['dim']} dims, {facts['metric']}, "
+          f"recall@10 {recall:.3f} on a sample -> {facts['path']}")
+    return EXIT_OK
+
+
+def cmd_cluster(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.explore import cluster
+    from pipelines.rundir import resolve_run
+    run = resolve_run(args.run_dir)
+    try:
+        examples, sizes = cluster(run, args.entity, args.k)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    for cluster_id, names in examples.items():
+        print(f"cluster {cluster_id:3d}  {sizes[cluster_id]:6d} keys  e.g. {'; '.join(names)}")
+    print(run.join("clusters", args.entity))
+    return EXIT_OK
+
+
+def cmd_projector(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.explore import write_projector
+    from pipelines.rundir import resolve_run
+    directory = write_projector(resolve_run(args.run_dir), args.entity, args.sample)
+    print(f"tensorboard --logdir {directory}")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.explore import plot
+    from pipelines.rundir import resolve_run
+    print(plot(resolve_run(args.run_dir), args.entity, args.out, args.method, args.sample))
     return EXIT_OK
 
 
 COMMANDS = {"run": cmd_run, "preprocess": cmd_preprocess, "train": cmd_train, "embed": cmd_embed,
-            "neighbors": cmd_neighbors}
+            "neighbors": cmd_neighbors, "index": cmd_index, "cluster": cmd_cluster, "projector": cmd_projector,
+            "plot": cmd_plot}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -14,13 +16,18 @@ class UnknownKeyError(LookupError):
     """The entity or key is not in the run's embeddings."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class EntityVectors:
     """A published entity loaded in memory: keys [n], vectors [n, dim], the rest of the table."""
     keys: list[str]
     vectors: np.ndarray
     table: pa.Table
     similarity: str
+
+    @functools.cached_property
+    def unit_vectors(self) -> np.ndarray:
+        norms = np.linalg.norm(self.vectors, axis=1)
+        return self.vectors / np.where(norms > 0, norms, 1.0)[:, None]
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -40,13 +47,9 @@ def load_entity(run: RunDir, entity: str) -> EntityVectors:
     return EntityVectors(table.column("key").to_pylist(), vectors, table, metadata.get("similarity", "cosine"))
 
 
-def nearest(entity: EntityVectors, key: str, k: int) -> list[tuple[int, float]]:
-    """Top-k (row, score) by the entity's similarity, the key itself excluded, best first."""
-    row = find_row(entity, key)
-    vectors = entity.vectors
-    if entity.similarity == "cosine":
-        norms = np.linalg.norm(vectors, axis=1)
-        vectors = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+def exact_neighbors(entity: EntityVectors, row: int, k: int) -> list[tuple[int, float]]:
+    """Top-k (row, score) by the entity's similarity, `row` itself excluded, best first."""
+    vectors = entity.unit_vectors if entity.similarity == "cosine" else entity.vectors
     scores = vectors @ vectors[row]
     scores[row] = -np.inf
     k = min(k, len(scores) - 1)
@@ -71,17 +74,30 @@ def find_row(entity: EntityVectors, key: str) -> int:
     raise UnknownKeyError(f"key {key!r} not found")
 
 
-def print_neighbors(run: RunDir, entity_name: str, key: str, k: int) -> list[tuple[str, float]]:
-    """Prints the neighbours of `key` with the entity's metadata columns; returns (key, score) pairs."""
+def print_neighbors(run: RunDir, entity_name: str, key: str, k: int, use_index: bool = True) -> list[tuple[str, float]]:
+    """Prints the neighbours of `key` with the entity's metadata columns; returns (key, score) pairs.
+
+    Searches the entity's ANN index when `embedpipe index` built one (and `use_index`), else exactly.
+    """
     entity = load_entity(run, entity_name)
     try:
-        found = nearest(entity, key, k)
+        row = find_row(entity, key)
     except UnknownKeyError as error:
         raise UnknownKeyError(f"{entity_name}: {error} among {len(entity.keys)} keys") from None
+    method = "exact"
+    found = None
+    if use_index and os.path.exists(run.join("index", entity_name, "index.usearch")):
+        from pipelines.ann import EntityIndex
+        rows, scores = EntityIndex(run, entity_name, view=True).search(entity.vectors[row:row + 1], k + 1)
+        found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r != row][:k]
+        method = "index"
+    if found is None:
+        found = exact_neighbors(entity, row, k)
     extra = entity.metadata_columns
-    rows = entity.table.select(extra).to_pylist()
-    print(f"{k} nearest to {key!r} in {entity_name} by {entity.similarity}:")
+    rows_meta = entity.table.select(extra).to_pylist()
+    named = "" if entity.keys[row] == key else f" (key {entity.keys[row]!r})"
+    print(f"{k} nearest to {key!r}{named} in {entity_name} by {entity.similarity} ({method}):")
     print("\t".join(["rank", "score", "key"] + extra))
     for rank, (index, score) in enumerate(found, 1):
-        print("\t".join([str(rank), f"{score:.4f}", entity.keys[index]] + [str(rows[index][c]) for c in extra]))
+        print("\t".join([str(rank), f"{score:.4f}", entity.keys[index]] + [str(rows_meta[index][c]) for c in extra]))
     return [(entity.keys[i], s) for i, s in found]

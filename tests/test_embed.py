@@ -91,7 +91,7 @@ def test_movielens_entities_and_tower_vectors(movielens_run, movielens_sample):
 def test_neighbors_command(movielens_run, capsys):
     assert run_cli("neighbors", movielens_run, "--entity", "movie", "--key", "Toy Story (1995)", "-k", "5") == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("5 nearest to 'Toy Story (1995)' in movie by dot")
+    assert lines[0] == "5 nearest to 'Toy Story (1995)' (key '1') in movie by dot (exact):"
     assert len(lines) == 2 + 5 and all(line.count("\t") == 5 for line in lines[1:])
     assert "Toy Story (1995)" not in "".join(lines[2:])
     assert run_cli("neighbors", movielens_run, "--entity", "movie", "--key", "No Such Movie", "-k", "5") == 2

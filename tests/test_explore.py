@@ -1,0 +1,125 @@
+"""Exploring published vectors: exact neighbours, the ANN index, batch neighbours, clusters, projector, plot."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.ann import EntityIndex, build_index, recall_at_k, run_batch_neighbors
+from pipelines.explore import cluster, plot, write_projector
+from pipelines.neighbors import exact_neighbors, find_row, load_entity
+from pipelines.rundir import RunDir
+from tests.conftest import run_cli
+
+
+def publish(run: pathlib.Path, entity: str, keys: list[str], vectors: np.ndarray, similarity: str = "cosine",
+            **metadata_columns) -> RunDir:
+    """Writes an entity the way the embed job does (schema and file metadata)."""
+    directory = run / "embeddings" / entity
+    directory.mkdir(parents=True, exist_ok=True)
+    dim = vectors.shape[1]
+    columns = {"key": pa.array(keys), "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.astype(np.float32).reshape(-1)), dim),
+        "count": pa.array(np.arange(len(keys))[::-1], pa.int64()), **{k: pa.array(v) for k, v in metadata_columns.items()}}
+    schema = pa.table(columns).schema.with_metadata({"similarity": similarity, "dim": str(dim), "entity": entity})
+    pq.write_table(pa.table(columns, schema=schema), directory / "part-00000-of-00001.parquet")
+    return RunDir(str(run))
+
+
+def planted(seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Three tight groups of 20 around orthogonal directions: a0..a19, b0.., c0.."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(3, 8) * 10
+    vectors = np.concatenate([centres[g] + rng.normal(scale=0.1, size=(20, 8)) for g in range(3)])
+    return [f"{g}{i}" for g in "abc" for i in range(20)], vectors
+
+
+def test_exact_neighbours_of_planted_groups(tmp_path):
+    keys, vectors = planted()
+    run = publish(tmp_path, "thing", keys, vectors, title=[f"Title {k}" for k in keys])
+    entity = load_entity(run, "thing")
+    for group in "abc":
+        row = find_row(entity, f"{group}3")
+        found = exact_neighbors(entity, row, 19)
+        assert {entity.keys[r] for r, _ in found} == {f"{group}{i}" for i in range(20)} - {f"{group}3"}
+        assert all(a >= b for (_, a), (_, b) in zip(found, found[1:]))
+    assert find_row(entity, "Title b7") == keys.index("b7")
+    dot = publish(tmp_path / "dot", "thing", ["x", "y", "z"], np.array([[1.0, 0], [10.0, 0], [0, 1.0]]), "dot")
+    assert [r for r, _ in exact_neighbors(load_entity(dot, "thing"), 0, 2)] == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def large_run(tmp_path_factory) -> RunDir:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(20000, 32))
+    return publish(tmp_path_factory.mktemp("large"), "item", [f"i{i}" for i in range(20000)], vectors)
+
+
+def test_index_recall_against_exact_search(large_run, capsys):
+    facts = build_index(large_run, "item")
+    assert facts["vectors"] == 20000 and facts["metric"] == "cosine"
+    recall = recall_at_k(load_entity(large_run, "item"), EntityIndex(large_run, "item"), k=10, queries=500)
+    print(f"usearch HNSW recall@10 on 20,000 random 32-dim vectors: {recall:.3f}")
+    assert recall > 0.95
+    capsys.readouterr()
+    assert run_cli("neighbors", large_run.path, "--entity", "item", "--key", "i5", "-k", "3") == 0
+    out = capsys.readouterr().out
+    assert "(index)" in out and len(out.strip().splitlines()) == 2 + 3
+
+
+def test_batch_neighbours_job(tmp_path, large_run):
+    keys = [f"i{i}" for i in range(0, 20000, 97)]
+    (tmp_path / "keys.txt").write_text("\n".join(keys + ["missing", ""]) + "\n")
+    run_batch_neighbors(large_run, "item", str(tmp_path / "keys.txt"), str(tmp_path / "out" / "nn"), 5, True, [])
+    result = pd.read_parquet(tmp_path / "out")
+    assert len(result) == len(keys) * 5 and set(result.key) == set(keys)
+    entity = load_entity(large_run, "item")
+    first = result[result.key == "i97"].sort_values("rank")
+    assert list(first.neighbor) == [entity.keys[r] for r, _ in exact_neighbors(entity, 97, 5)]
+
+
+def test_clusters_recover_planted_groups(tmp_path, capsys):
+    keys, vectors = planted()
+    run = publish(tmp_path, "thing", keys, vectors)
+    examples, sizes = cluster(run, "thing", 3)
+    assert sorted(sizes.values()) == [20, 20, 20]
+    table = pd.read_parquet(tmp_path / "clusters" / "thing")
+    assert table.groupby(table.key.str[0]).cluster.nunique().tolist() == [1, 1, 1]
+    assert table.cluster.nunique() == 3
+    assert run_cli("cluster", run.path, "--entity", "thing", "--k", "100") == 2
+
+
+def test_projector_files_load_and_line_up(tmp_path):
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+    keys, vectors = planted()
+    run = publish(tmp_path, "thing", keys, vectors, title=[f"T {k}" for k in keys])
+    directory = pathlib.Path(write_projector(run, "thing", sample=25))
+    config = text_format.Parse((directory / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    assert config.embeddings[0].tensor_path == "vectors.tsv" and config.embeddings[0].metadata_path == "metadata.tsv"
+    vector_lines = (directory / "vectors.tsv").read_text().splitlines()
+    metadata_lines = (directory / "metadata.tsv").read_text().splitlines()
+    assert len(vector_lines) == 25 and all(len(line.split("\t")) == 8 for line in vector_lines)
+    assert metadata_lines[0] == "key\ttitle\tcount" and len(metadata_lines) == 26
+    single = publish(tmp_path / "single", "thing", keys, vectors)
+    only_keys = pathlib.Path(write_projector(single, "thing", sample=10)) / "metadata.tsv"
+    assert len(only_keys.read_text().splitlines()) == 10 + 1   # key and count: a header
+
+
+def test_plot_png(tmp_path):
+    import matplotlib.image
+    keys = [f"{d}|{h}" for d in range(1, 8) for h in range(24)]
+    rng = np.random.default_rng(0)
+    run = publish(tmp_path, "day_hour", keys, rng.normal(size=(168, 2)))
+    out = tmp_path / "day_hour.png"
+    assert run_cli("plot", run.path, "--entity", "day_hour", "--out", out) == 0
+    image = matplotlib.image.imread(out)
+    assert image.shape[:2] == (900, 1200) and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keys_other, vectors = planted()
+    other = publish(tmp_path / "o", "thing", keys_other, vectors)
+    assert run_cli("plot", other.path, "--entity", "thing", "--out", tmp_path / "t.png", "--method", "tsne") == 0
+    assert matplotlib.image.imread(tmp_path / "t.png").shape[:2] == (900, 1200)
