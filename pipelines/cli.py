@@ -1,4 +1,5 @@
-"""The `embedpipe` command: run, preprocess, train, embed, and neighbors, index, cluster, projector, plot.
+"""The `embedpipe` command: run, preprocess, train, embed; neighbors, index, cluster, projector, plot;
+runs, compare.
 
 Options the command does not know go to Beam's `PipelineOptions` untouched. Exit status: 0 success,
 1 job failure, 2 bad config or arguments (one line, no traceback).
@@ -12,7 +13,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, config_from_dict, load_config
 
 logger = logging.getLogger("embedpipe")
 
@@ -33,6 +34,10 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="output root (default: the config's `output`)")
     parser.add_argument("--run-id", help="run id (default: a UTC timestamp); an incomplete run resumes")
     parser.add_argument("--overwrite", action="store_true", help="run again over a run that is complete")
+    parser.add_argument("--warm-start", metavar="RUN_OR_FILE",
+                        help="initial embedding rows from an earlier run (or <output>/LATEST) or a vector file")
+    parser.add_argument("--freeze", action="append", default=[], metavar="FEATURE",
+                        help="keep this warm-started feature's rows fixed (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", required=True)
     plot.add_argument("--method", choices=("pca", "tsne"), default="pca")
     plot.add_argument("--sample", type=int, default=2000)
+    runs = commands.add_parser("runs", help="list the runs of an output directory; prune with --keep")
+    runs.add_argument("output")
+    runs.add_argument("--keep", type=int, help="delete all but the newest N runs (LATEST's run is kept)")
+    compare = commands.add_parser("compare", help="drift of an entity between two runs")
+    compare.add_argument("old_run")
+    compare.add_argument("new_run")
+    compare.add_argument("--entity", required=True)
+    compare.add_argument("-k", type=int, default=10)
     return parser
 
 
@@ -107,8 +120,16 @@ def _open_run(args: argparse.Namespace, stages: tuple[str, ...]):
         UsageError: the run id belongs to a run of another config, or its `stages` are all done
             and --overwrite was not given.
     """
-    from pipelines.rundir import RunDir, new_run_id
+    from pipelines.rundir import RunDir, new_run_id, resolve_run
     config, raw = load_config(args.config)
+    if args.warm_start or args.freeze:
+        warm = dict(raw.get("warm_start") or {})
+        if args.warm_start:
+            source = resolve_run(args.warm_start)  # record the run LATEST named at this moment
+            warm["from"] = source.path if source.exists() else args.warm_start
+        warm["freeze"] = list(dict.fromkeys(list(warm.get("freeze") or []) + args.freeze))
+        raw = {**raw, "warm_start": warm}
+        config = config_from_dict(raw)
     run = RunDir(os.path.join(args.output or config.output, args.run_id or new_run_id()))
     if run.exists():
         if run.read_manifest().get("config") != raw:
@@ -225,9 +246,35 @@ def cmd_plot(args: argparse.Namespace, beam_args: list[str]) -> int:
     return EXIT_OK
 
 
+def cmd_runs(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.versions import describe, latest_id, list_runs, prune_runs
+    if args.keep is not None:
+        if args.keep < 1:
+            raise UsageError(f"--keep must be >= 1, got {args.keep}")
+        for run_id in prune_runs(args.output, args.keep):
+            print(f"deleted {run_id}")
+    latest = latest_id(args.output)
+    for run in list_runs(args.output):
+        facts = describe(run)
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in facts["metrics"].items())
+        entities = " ".join(f"{k}={v}" for k, v in facts["entities"].items())
+        marker = "*" if run.run_id == latest else " "
+        print(f"{marker} {facts['run_id']}  {facts['status']:<22} {metrics}  {entities}".rstrip())
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.rundir import resolve_run
+    from pipelines.versions import compare_runs
+    report = compare_runs(resolve_run(args.old_run), resolve_run(args.new_run), args.entity, args.k)
+    for key, value in report.items():
+        print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "preprocess": cmd_preprocess, "train": cmd_train, "embed": cmd_embed,
             "neighbors": cmd_neighbors, "index": cmd_index, "cluster": cmd_cluster, "projector": cmd_projector,
-            "plot": cmd_plot}
+            "plot": cmd_plot, "runs": cmd_runs, "compare": cmd_compare}
 
 if __name__ == "__main__":
     sys.exit(main())

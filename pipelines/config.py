@@ -104,6 +104,20 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    """Initial embedding rows from an earlier run (a run dir, `<output>/LATEST`) or a vector file.
+
+    Attributes:
+        source: the run or file.
+        features: features to warm-start (empty: every embedded feature the source has).
+        freeze: warm-started features whose rows stay fixed during training.
+    """
+    source: str
+    features: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class EntityConfig:
     name: str
     key: str
@@ -119,6 +133,8 @@ class Config:
     model: ModelConfig
     entities: tuple[EntityConfig, ...]
     output: str
+    warm_start: WarmStartConfig | None = None
+    align_to: str | None = None
 
     @property
     def label_column(self) -> str | None:
@@ -397,6 +413,20 @@ def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) ->
     return tuple(entities)
 
 
+def _parse_warm_start(section: _Section, features: Mapping[str, FeatureConfig]) -> WarmStartConfig:
+    section.check_keys(("from", "features", "trainable", "freeze"))
+    names = section.names("features")
+    for key, listed in (("features", names), ("freeze", section.names("freeze"))):
+        for name in listed:
+            if name not in features or not features[name].is_categorical:
+                raise ConfigError(f"{section.key(key)}: {name!r} is not an embedded feature")
+    freeze = section.names("freeze")
+    if not section.get("trainable", bool, True):
+        freeze = names or tuple(n for n, f in features.items() if f.is_categorical)
+    return WarmStartConfig(source=section.get("from", str, required=True), features=names,
+                           freeze=tuple(dict.fromkeys(freeze)))
+
+
 def config_from_dict(data: Any) -> Config:
     """Builds and validates a `Config` from the parsed YAML mapping.
 
@@ -404,7 +434,8 @@ def config_from_dict(data: Any) -> Config:
         ConfigError: naming the offending key.
     """
     root = _Section(data, "")
-    root.check_keys(("name", "input", "split", "features", "model", "entities", "output"))
+    root.check_keys(("name", "input", "split", "features", "model", "entities", "output", "warm_start",
+                     "align_to"))
     name = root.get("name", str, required=True)
     features_section = _Section(root.get("features", dict, required=True), "features")
     if not features_section.data:
@@ -422,6 +453,9 @@ def config_from_dict(data: Any) -> Config:
         model=model,
         entities=_parse_entities(root.get("entities", list, required=True), features),
         output=root.get("output", str, f"runs/{name}"),
+        warm_start=(_parse_warm_start(_Section(root.get("warm_start", dict), "warm_start"), features)
+                    if root.get("warm_start", dict) else None),
+        align_to=root.get("align_to", str),
     )
 
 

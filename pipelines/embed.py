@@ -27,7 +27,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.config import Config, FeatureConfig, config_from_dict
 from pipelines.entities import ENTITY_TABLES
 from pipelines.preprocess import read_counters
-from pipelines.rundir import RunDir, utc_now
+from pipelines.rundir import RunDir, resolve_run, utc_now
+from pipelines.versions import align_embeddings
 from trainer.export import signature_name
 from transforms.preprocessing import CROSS_SEPARATOR
 
@@ -223,6 +224,17 @@ class EmbedEntities(beam.PTransform):
                     os.path.join(self._staging, "embeddings", plan.name, "part"), plan.schema)))
 
 
+def previous_run(run: RunDir, align_to: str | None) -> RunDir | None:
+    """The run to align to: `previous` is the output's LATEST (when it is another run), else a path."""
+    if not align_to:
+        return None
+    target = resolve_run(run.output if align_to == "previous" else align_to)
+    if not target.exists() or target.path == run.path:
+        logger.info("align: no previous run to align to")
+        return None
+    return target
+
+
 def run_embed(run: RunDir, beam_args: list[str]) -> dict[str, int]:
     """Runs the embed job for a trained run and publishes `embeddings/`; returns entities per name."""
     manifest = run.read_manifest()
@@ -240,5 +252,10 @@ def run_embed(run: RunDir, beam_args: list[str]) -> dict[str, int]:
         counters = read_counters(result, tuple(f"entities_{p.name}" for p in plans))
         info["entities"] = entities = {p.name: counters[f"entities_{p.name}"] for p in plans}
         info["skipped_outside_vocabulary"] = counters.get("entity_keys_outside_vocabulary", 0)
+        previous = previous_run(run, config.align_to)
+        if previous is not None:
+            spaces = {p.name: ("towers" if config.tower_of(p.feature.name) else p.name) for p in plans}
+            info["aligned_to"] = {"run": previous.path, "spaces": align_embeddings(
+                os.path.join(staging, "embeddings"), previous, [p.name for p in plans], spaces)}
     logger.info("embed: %s", ", ".join(f"{name}={count}" for name, count in entities.items()))
     return entities

@@ -7,6 +7,7 @@ Signatures (every input is a 1-D tensor [batch] of a raw column, named after the
     candidate_embedding     two-tower: candidate tower columns -> {"embedding": [batch, dim]}
     embed_<feature>         every embedded feature: its raw columns -> {"embedding": [batch, feature dim]}
                             (a text column gives the mean of its tokens' vectors; one token gives that token's row)
+The object also carries `embedding_tables`: feature name -> its table variable [rows, dim].
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.
                  embedding_layers: dict[str, CategoricalEmbedding]) -> None:
     """Writes the SavedModel with the signatures described in the module docstring."""
     module = ExportModule(model, tft_output)
+    # Tables by feature name, for warm starts of later runs (the model object itself may not restore).
+    module.embedding_tables = {name: layer.embeddings for name, layer in embedding_layers.items()}
     features = config.features
     signatures = {}
     for name, layer in embedding_layers.items():

@@ -23,7 +23,7 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
     """Embeddings of every categorical feature + numeric columns -> hidden layers -> the label.
 
     Returns:
-        A compiled model: dict of transformed features -> predictions [batch] (regression) or
+        An uncompiled model: dict of transformed features -> predictions [batch] (regression) or
         logits [batch, num_classes] (classification, num_classes > 0).
     """
     inputs = {f.name: model_input(f) for f in features}
@@ -32,15 +32,21 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)
     if num_classes:
         output = keras.layers.Dense(num_classes, name="logits")(x)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
         output = keras.layers.Reshape((), name="prediction")(keras.layers.Dense(1, name="output")(x))
-        loss = keras.losses.MeanSquaredError()
-        metrics = [keras.metrics.RootMeanSquaredError(name="rmse")]
-    net = keras.Model(inputs, output, name="supervised")
-    net.compile(optimizer=make_optimizer(model), loss=loss, metrics=metrics)
-    return net
+    return keras.Model(inputs, output, name="supervised")
+
+
+def compile_model(net: keras.Model, model: ModelConfig) -> None:
+    """Compiles after any warm start, so layers frozen by it are left out of training."""
+    if isinstance(net, TwoTowerModel):
+        net.compile(optimizer=make_optimizer(model))
+    elif len(net.output_shape) == 2:  # logits [batch, classes]
+        net.compile(optimizer=make_optimizer(model), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    else:
+        net.compile(optimizer=make_optimizer(model), loss=keras.losses.MeanSquaredError(),
+                    metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
 
 
 def build_tower(name: str, features: list[FeatureInput], output_dim: int, hidden_units: tuple[int, ...],
@@ -174,6 +180,4 @@ def build_two_tower(model: ModelConfig, features: dict[str, FeatureInput], inter
     towers = {"query": build_tower("query", query_features, model.embedding_dim, model.hidden_units, model.l2),
               "candidate": build_tower("candidate", [features[f] for f in model.candidate], model.embedding_dim,
                                        model.hidden_units, model.l2)}
-    net = TwoTowerModel(towers["query"], towers["candidate"], model, interactions, name="two_tower")
-    net.compile(optimizer=make_optimizer(model))
-    return net
+    return TwoTowerModel(towers["query"], towers["candidate"], model, interactions, name="two_tower")

@@ -24,7 +24,8 @@ from trainer.export import export_model
 from trainer.inputs import feature_inputs, make_dataset, split_pattern
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
-from trainer.models import build_supervised, build_two_tower
+from trainer.models import build_supervised, build_two_tower, compile_model
+from trainer.warm_start import apply_warm_start
 from transforms.preprocessing import LABEL_VOCABULARY
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Trainer:
         return callbacks
 
     def build(self) -> tuple[keras.Model, Any]:
-        """The compiled model and what evaluation needs from the training pass (two-tower)."""
+        """The (uncompiled) model and what evaluation needs from the training pass (two-tower)."""
         model = self.config.model
         if model.kind == "two_tower":
             interactions = collect_interactions(
@@ -106,12 +107,19 @@ class Trainer:
         strategy = choose_strategy()
         with strategy.scope():
             net, interactions = self.build()
+            warm_start = (apply_warm_start(self.config, embedding_layers(net), self.tft_output)
+                          if self.config.warm_start else None)
+            compile_model(net, model)
         with_label = model.kind == "supervised"
+        if model.kind == "two_tower":  # a subclassed model is built by a first call; checkpoints need it built
+            net(next(iter(self.dataset("train", with_label=False).take(1))))
         history = net.fit(self.dataset("train", shuffle=True, with_label=with_label),
                           validation_data=self.dataset("eval", with_label=with_label),
                           epochs=model.epochs, callbacks=self.callbacks(), verbose=2)
         metrics = self.evaluate(net, interactions)
         metrics["epochs_run"] = len(history.history["loss"])
+        if warm_start is not None:
+            metrics["warm_start"] = {"from": self.config.warm_start.source, "features": warm_start}
         metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
         export_model(os.path.join(self.model_dir, "export"), self.config, net, self.tft_output,
                      embedding_layers(net))
