@@ -119,6 +119,14 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
         np.testing.assert_array_equal(after[row], old_movies[key] if key in old_movies else before[row])
     moved = [k for k in shared if new_movies.index(k) != list(old_movies).index(k)]
     assert moved, "the vocabulary order should have changed"
+    # pre-trained vectors in word2vec text format
+    lines = ["2 16", "1 " + " ".join(["0.5"] * 16), "nope " + " ".join(["1"] * 16)]
+    (tmp_path / "vectors.txt").write_text("\n".join(lines) + "\n")
+    from_file = config_from_dict({**manifest["config"], "warm_start": {"from": str(tmp_path / "vectors.txt"),
+                                                                        "features": ["movieId"]}})
+    assert apply_warm_start(from_file, embedding_layers(net), trainer.tft_output)["movieId"]["rows_copied"] == 1
+    np.testing.assert_array_equal(embedding_layers(net)["movieId"].embeddings.numpy()[new_movies.index("1")],
+                                  np.full(16, 0.5, np.float32))
     # frozen through training: bit-identical rows for every shared movie; users fine-tuned
     assert run_cli("run", config, "--output", tmp_path / "runs2", "--run-id", "frozen", "--warm-start",
                    str(movielens_run), "--freeze", "movieId") == 0
@@ -129,3 +137,12 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
     assert users_shared and not all(np.array_equal(trained_users[k], old_users[k]) for k in users_shared)
     metrics = json.loads((frozen / "metrics.json").read_text())
     assert metrics["warm_start"]["features"]["movieId"]["frozen"] is True
+    # the next scheduled run, aligned onto the previous one (LATEST)
+    aligned_config = write_config(tmp_path, "movielens", input={"path": str(tmp_path / "next.csv")},
+                                  model={"epochs": 1, "embedding_dim": 16}, align_to="previous")
+    assert run_cli("run", aligned_config, "--output", tmp_path / "runs2", "--run-id", "aligned") == 0
+    aligned = json.loads((tmp_path / "runs2" / "aligned" / "manifest.json").read_text())["stages"]["embed"]["aligned_to"]
+    assert aligned["run"].endswith("frozen") and aligned["spaces"]["towers"]["aligned"]
+    assert aligned["spaces"]["towers"]["entities"] == ["user", "movie"]
+    drift = compare_runs(RunDir(str(frozen)), RunDir(str(tmp_path / "runs2" / "aligned")), "movie")
+    assert drift["shared_keys"] == len(new_movies) and drift["mean_cosine_aligned"] > 0
