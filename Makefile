@@ -18,6 +18,9 @@ $(VENV)/.installed: setup.py constraints.txt
 data/movielens.csv: | install
 	$(PY) -m pipelines.datasets movielens $@
 
+data/words.txt: | install
+	$(PY) -m pipelines.datasets words $@
+
 test: install
 	$(PY) -m pytest -q tests
 

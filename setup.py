@@ -16,6 +16,8 @@ REQUIRED = [
     "scikit-learn>=1.4",     # k-means and t-SNE for `cluster` and `plot`
     "matplotlib>=3.8",       # `plot`
     "usearch>=2.12",         # approximate nearest-neighbour index
+    "gensim>=4.3",           # the example text corpora and word-similarity sets
+    "scipy>=1.11",           # Spearman correlation of `evaluate`
 ]
 
 setuptools.setup(

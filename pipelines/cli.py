@@ -1,5 +1,5 @@
 """The `embedpipe` command: run, preprocess, train, embed; neighbors, index, cluster, projector, plot;
-runs, compare.
+runs, compare, evaluate.
 
 Options the command does not know go to Beam's `PipelineOptions` untouched. Exit status: 0 success,
 1 job failure, 2 bad config or arguments (one line, no traceback).
@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list the runs of an output directory; prune with --keep")
     runs.add_argument("output")
     runs.add_argument("--keep", type=int, help="delete all but the newest N runs (LATEST's run is kept)")
+    evaluate = commands.add_parser("evaluate", help="word-pair similarity: Spearman correlation and OOV share")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--word-pairs", required=True, action="append", help="word<TAB>word<TAB>score file")
+    evaluate.add_argument("--entity", help="default: the entity keyed by the text feature")
     compare = commands.add_parser("compare", help="drift of an entity between two runs")
     compare.add_argument("old_run")
     compare.add_argument("new_run")
@@ -263,6 +267,23 @@ def cmd_runs(args: argparse.Namespace, beam_args: list[str]) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.neighbors import load_entity
+    from pipelines.rundir import resolve_run
+    from pipelines.word_eval import read_word_pairs, text_entity, word_similarity
+    run = resolve_run(args.run_dir)
+    entity = load_entity(run, args.entity or text_entity(run))
+    for path in args.word_pairs:
+        try:
+            result = word_similarity(entity, read_word_pairs(path))
+        except (OSError, ValueError) as error:
+            raise UsageError(str(error)) from None
+        spearman = f"{result['spearman']:.4f}" if "spearman" in result else "n/a (under 3 pairs)"
+        print(f"{path}: Spearman {spearman} over {result['pairs_evaluated']} of {result['pairs']} pairs, "
+              f"{result['oov_share']:.1%} out of vocabulary")
+    return EXIT_OK
+
+
 def cmd_compare(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.rundir import resolve_run
     from pipelines.versions import compare_runs
@@ -274,7 +295,7 @@ def cmd_compare(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 COMMANDS = {"run": cmd_run, "preprocess": cmd_preprocess, "train": cmd_train, "embed": cmd_embed,
             "neighbors": cmd_neighbors, "index": cmd_index, "cluster": cmd_cluster, "projector": cmd_projector,
-            "plot": cmd_plot, "runs": cmd_runs, "compare": cmd_compare}
+            "plot": cmd_plot, "runs": cmd_runs, "compare": cmd_compare, "evaluate": cmd_evaluate}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,11 +15,11 @@ import yaml
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord", "text")
 FEATURE_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "numeric", "text")
 CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "text")
-MODEL_KINDS = ("supervised", "two_tower")
+MODEL_KINDS = ("supervised", "two_tower", "skipgram")
 NORMALIZERS = ("zscore", "minmax", "none")
 TASKS = ("regression", "classification")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
-NEGATIVES = ("in_batch", "all")
+SOFTMAX = ("in_batch", "full")
 
 
 class ConfigError(ValueError):
@@ -92,7 +92,10 @@ class ModelConfig:
     seed: int = 42
     temperature: float = 0.05
     sampling_correction: bool = True
-    negatives: str = "in_batch"
+    softmax: str = "in_batch"
+    window: int = 5
+    negatives: int = 5
+    subsample: float = 1e-3
     l2: float = 0.0
     query_history: int = 0
     history_order: str | None = None
@@ -341,7 +344,10 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         seed=section.get("seed", int, 42),
         temperature=section.get("temperature", float, 0.05),
         sampling_correction=section.get("sampling_correction", bool, True),
-        negatives=section.choice("negatives", NEGATIVES, "in_batch"),
+        softmax=section.choice("softmax", SOFTMAX, "in_batch"),
+        window=section.positive_int("window", 5),
+        negatives=section.positive_int("negatives", 5),
+        subsample=section.get("subsample", float, 1e-3),
         l2=section.get("l2", float, 0.0),
         query_history=section.positive_int("query_history", 0, minimum=0),
         history_order=section.get("history_order", str),
@@ -349,6 +355,8 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
     )
     if model.learning_rate <= 0 or not math.isfinite(model.learning_rate):
         raise ConfigError(f"{section.key('learning_rate')}: must be a positive number")
+    if not 0 < model.subsample <= 1:
+        raise ConfigError(f"{section.key('subsample')}: must be in (0, 1] (1 keeps every token)")
     if model.l2 < 0:
         raise ConfigError(f"{section.key('l2')}: must be >= 0")
     if model.temperature <= 0:

@@ -24,8 +24,11 @@ ENTITY_TABLES = os.path.join("data", "entities")
 
 
 def entity_value_columns(config: Config, entity: EntityConfig) -> tuple[str, ...]:
-    """Raw columns stored beside each key: the model's inputs for it, then its metadata."""
-    columns = list(config.entity_feature_columns(entity))
+    """Raw columns stored beside each key: the model's other inputs for it (a movie's genres), then
+    its metadata. The key feature's own columns are not stored: the embed job derives them from the
+    key (a token is its own text, "3|17" is day 3 and hour 17)."""
+    derived = set(config.features[entity.key].raw_columns)
+    columns = [c for c in config.entity_feature_columns(entity) if c not in derived]
     columns += [m for m in entity.metadata if m not in columns]
     return tuple(columns)
 

@@ -41,7 +41,7 @@ def test_history_without_order_excludes_the_rows_own_item():
 
 
 def test_exact_softmax_aims_at_catalogue_rows():
-    net = build_two_tower(model(negatives="all", temperature=1.0), FEATURES, interactions())
+    net = build_two_tower(model(softmax="full", temperature=1.0), FEATURES, interactions())
     features = {"user": tf.constant([0, 1], tf.int64), "item": tf.constant([3, 5], tf.int64)}
     query = net.query(features).numpy()
     catalog = net.candidate(net.catalog).numpy()              # rows for items 1, 2, 3, 5

@@ -2,7 +2,8 @@
 
 Signatures (every input is a 1-D tensor [batch] of a raw column, named after the column):
     serving_default         supervised: {"prediction": [batch]} or {"probabilities": [batch, classes],
-                            "class_id": [batch]}; two-tower: {"score": [batch]} = dot(query, candidate)
+                            "class_id": [batch]}; two-tower: {"score": [batch]} = dot(query, candidate);
+                            skip-gram: the word vectors, as embed_<text feature>
     query_embedding         two-tower: query tower columns -> {"embedding": [batch, dim]}
     candidate_embedding     two-tower: candidate tower columns -> {"embedding": [batch, dim]}
     embed_<feature>         every embedded feature: its raw columns -> {"embedding": [batch, feature dim]}
@@ -68,6 +69,9 @@ def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.
         all_columns = [c for f in config.model.query + config.model.candidate for c in features[f].raw_columns]
         signatures["serving_default"] = module.function(
             all_columns, lambda t: {"score": tf.reduce_sum(model.query(t) * model.candidate(t), axis=-1)})
+    elif config.model.kind == "skipgram":
+        text = next(name for name, f in features.items() if f.type == "text")
+        signatures["serving_default"] = signatures[signature_name(text)]
     else:
         all_columns = [c for f in features.values() for c in f.raw_columns]
         signatures["serving_default"] = module.function(

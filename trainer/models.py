@@ -39,7 +39,7 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
 
 def compile_model(net: keras.Model, model: ModelConfig) -> None:
     """Compiles after any warm start, so layers frozen by it are left out of training."""
-    if isinstance(net, TwoTowerModel):
+    if model.kind != "supervised":  # two-tower and skip-gram compute their own loss
         net.compile(optimizer=make_optimizer(model))
     elif len(net.output_shape) == 2:  # logits [batch, classes]
         net.compile(optimizer=make_optimizer(model), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -71,7 +71,7 @@ class TwoTowerModel(keras.Model):
     Args:
         query_tower: query features (and `HISTORY` when the config asks for it) -> [batch, dim].
         candidate_tower: candidate features -> [batch, dim].
-        model: the model config (ids, temperature, negatives, correction, history length, seed).
+        model: the model config (ids, temperature, softmax, correction, history length, seed).
         interactions: the training pass: candidate frequencies (logQ correction), every candidate's
             features (exact softmax) and each query's training candidates (history).
     """
@@ -86,7 +86,7 @@ class TwoTowerModel(keras.Model):
         self.candidate_log_prob = (tf.constant(interactions.log_frequency(), tf.float32)
                                    if model.sampling_correction else None)
         self.catalog = None
-        if model.negatives == "all":
+        if model.softmax == "full":
             ids = interactions.catalog_ids()
             positions = np.full(len(interactions.counts), -1, np.int64)
             positions[ids] = np.arange(len(ids))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import tensorflow as tf
@@ -25,6 +26,7 @@ from trainer.inputs import feature_inputs, make_dataset, split_pattern
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
 from trainer.models import build_supervised, build_two_tower, compile_model
+from trainer.skipgram import SkipGramModel, keep_probabilities, pair_dataset, steps_per_epoch, token_counts
 from trainer.warm_start import apply_warm_start
 from transforms.preprocessing import LABEL_VOCABULARY
 
@@ -85,12 +87,37 @@ class Trainer:
                 self.dataset("train", with_label=False), model.query[0], model.candidate[0], list(model.candidate),
                 self.inputs[model.candidate[0]].num_rows, model.history_order)
             return build_two_tower(model, self.inputs, interactions), interactions
+        if model.kind == "skipgram":
+            feature = self.inputs[self.text_feature]
+            counts = token_counts(self.dataset("train", with_label=False), feature.name,
+                                  self.tft_output.vocabulary_size_by_name(feature.name))
+            return SkipGramModel(feature, counts, model, name="skipgram"), counts
         classes = (self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY)
                    if model.task == "classification" else 0)
         return build_supervised(model, list(self.inputs.values()), classes), None
 
+    @property
+    def text_feature(self) -> str:
+        return next(n for n, f in self.config.features.items() if f.type == "text")
+
+    def fit_data(self, net: keras.Model, extra: Any) -> tuple[tf.data.Dataset, tf.data.Dataset, int | None]:
+        """Training and validation data in the form the model kind trains on, and steps per epoch
+        (None: one pass over the training data)."""
+        model = self.config.model
+        if model.kind == "skipgram":
+            keep = keep_probabilities(extra, model.subsample)
+            train = pair_dataset(self.dataset("train", shuffle=True, with_label=False), self.text_feature,
+                                 len(extra), keep, model, repeat=True)
+            evaluation = pair_dataset(self.dataset("eval", with_label=False), self.text_feature, len(extra), keep, model)
+            return train, evaluation, steps_per_epoch(extra, keep, model)
+        with_label = model.kind == "supervised"
+        return (self.dataset("train", shuffle=True, with_label=with_label),
+                self.dataset("eval", with_label=with_label), None)
+
     def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
         model = self.config.model
+        if model.kind == "skipgram":
+            return {"train_tokens": int(interactions.sum()), "vocabulary": int(len(interactions))}
         if model.kind == "two_tower":
             return evaluate.ranking_metrics(net, self.dataset("eval", with_label=False), interactions,
                                             model.eval_max_examples)
@@ -110,14 +137,18 @@ class Trainer:
             warm_start = (apply_warm_start(self.config, embedding_layers(net), self.tft_output)
                           if self.config.warm_start else None)
             compile_model(net, model)
-        with_label = model.kind == "supervised"
-        if model.kind == "two_tower":  # a subclassed model is built by a first call; checkpoints need it built
-            net(next(iter(self.dataset("train", with_label=False).take(1))))
-        history = net.fit(self.dataset("train", shuffle=True, with_label=with_label),
-                          validation_data=self.dataset("eval", with_label=with_label),
-                          epochs=model.epochs, callbacks=self.callbacks(), verbose=2)
+        train, validation, steps = self.fit_data(net, interactions)
+        if model.kind != "supervised":  # a subclassed model is built by a first call; checkpoints need it built
+            net(next(iter(train.take(1))))
+        started = time.time()
+        history = net.fit(train, validation_data=validation, epochs=model.epochs, steps_per_epoch=steps,
+                          callbacks=self.callbacks(), verbose=2)
+        fit_seconds = time.time() - started
         metrics = self.evaluate(net, interactions)
         metrics["epochs_run"] = len(history.history["loss"])
+        metrics["fit_seconds"] = round(fit_seconds, 2)
+        if model.kind == "skipgram":
+            metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / fit_seconds
         if warm_start is not None:
             metrics["warm_start"] = {"from": self.config.warm_start.source, "features": warm_start}
         metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -132,7 +163,7 @@ def embedding_layers(model: keras.Model) -> dict[str, CategoricalEmbedding]:
     """Feature name -> its embedding layer, wherever it sits in the model (towers included)."""
     prefix = "embedding_"
     return {layer.name[len(prefix):]: layer for layer in model.submodules
-            if isinstance(layer, CategoricalEmbedding)}
+            if isinstance(layer, CategoricalEmbedding) and layer.name.startswith(prefix)}
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
