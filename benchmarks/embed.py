@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.report import print_ratio_table  # noqa: E402
 MULTI_PROCESS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
 
 
@@ -81,11 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     assert count == args.entities, count
     results.append(("embed job, 2 worker processes", embed(run, MULTI_PROCESS)))
     results.insert(0, ("direct NumPy -> pyarrow Parquet write", direct_write(run, args.out)))
-    base = results[0][1]
-    print(f"\nEmbedding {args.entities:,} entities x 64 dims to Parquet")
-    print("| writer | seconds | entities/s | time vs direct write |\n| --- | --- | --- | --- |")
-    for name, seconds in results:
-        print(f"| {name} | {seconds:.1f} | {args.entities / seconds:,.0f} | {seconds / base:.1f}x |")
+    print_ratio_table(f"Embedding {args.entities:,} entities x 64 dims to Parquet", "writer", "entities",
+                      args.entities, results)
     return 0
 
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.report import print_ratio_table  # noqa: E402
 MULTI_PROCESS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
 MODES = {"csv": ("csv", []), "csv-2proc": ("csv", MULTI_PROCESS),
          "parquet": ("parquet", []), "parquet-2proc": ("parquet", MULTI_PROCESS)}
@@ -122,11 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         stage = run_job(csv_path if fmt == "csv" else parquet_path, fmt, beam_args, args.out)
         assert stage["counts"]["rows_valid"] == args.rows, stage["counts"]
         results.append((f"embedpipe preprocess, {mode}", stage["seconds"]))
-    base = results[0][1]
-    print(f"\nPreprocess of {args.rows:,} rows (2 vocabularies, 1 hashed cross, 1 z-score, TFRecords)")
-    print("| pipeline | seconds | rows/s | time vs reference |\n| --- | --- | --- | --- |")
-    for name, seconds in results:
-        print(f"| {name} | {seconds:.1f} | {args.rows / seconds:,.0f} | {seconds / base:.1f}x |")
+    print_ratio_table(f"Preprocess of {args.rows:,} rows (2 vocabularies, 1 hashed cross, 1 z-score, TFRecords)",
+                      "pipeline", "rows", args.rows, results)
     return 0
 
 

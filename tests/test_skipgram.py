@@ -69,3 +69,21 @@ def test_words_sharing_contexts_end_up_closer(tmp_path):
     assert result["pairs_evaluated"] == 4 and result["oov_share"] == pytest.approx(0.2) and result["spearman"] > 0.5
     metrics = json.loads((tmp_path / "runs" / "w" / "metrics.json").read_text())
     assert metrics["words_per_second"] > 0 and metrics["vocabulary"] == 14
+
+
+def test_skipgram_warm_start_frozen(tmp_path):
+    lines = [f"the {a} chased the {b}" for a in ("cat", "dog", "fox") for b in ("mouse", "hen", "rabbit")] * 40
+    (tmp_path / "one.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "two.txt").write_text("\n".join(lines + ["the owl chased the mouse"] * 20) + "\n")
+    settings = {"embedding_dim": 8, "window": 2, "epochs": 2, "batch_size": 64, "subsample": 1.0}
+    first = write_config(tmp_path, "words", input={"path": str(tmp_path / "one.txt")}, model=settings)
+    assert run_cli("run", first, "--output", tmp_path / "runs", "--run-id", "one") == 0
+    (tmp_path / "c").mkdir()
+    second = write_config(tmp_path / "c", "words", input={"path": str(tmp_path / "two.txt")}, model=settings)
+    assert run_cli("run", second, "--output", tmp_path / "runs", "--run-id", "two",
+                   "--warm-start", tmp_path / "runs" / "one", "--freeze", "words") == 0
+    old = pd.read_parquet(tmp_path / "runs" / "one" / "embeddings" / "word").set_index("key")
+    new = pd.read_parquet(tmp_path / "runs" / "two" / "embeddings" / "word").set_index("key")
+    assert "owl" in new.index and "owl" not in old.index
+    for word in old.index:
+        np.testing.assert_array_equal(new.loc[word].embedding, old.loc[word].embedding)

@@ -134,12 +134,12 @@ class Trainer:
         strategy = choose_strategy()
         with strategy.scope():
             net, interactions = self.build()
+            train, validation, steps = self.fit_data(net, interactions)
+            if model.kind != "supervised":  # a subclassed model makes its weights in a first call
+                net(next(iter(train.take(1))))
             warm_start = (apply_warm_start(self.config, embedding_layers(net), self.tft_output)
                           if self.config.warm_start else None)
             compile_model(net, model)
-        train, validation, steps = self.fit_data(net, interactions)
-        if model.kind != "supervised":  # a subclassed model is built by a first call; checkpoints need it built
-            net(next(iter(train.take(1))))
         started = time.time()
         history = net.fit(train, validation_data=validation, epochs=model.epochs, steps_per_epoch=steps,
                           callbacks=self.callbacks(), verbose=2)
