@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     results["embedpipe two-tower"] = run_embedpipe(args.config, data, args.out)
     print(f"\nMovieLens leave-last-out: {frame.userId.nunique()} users, {len(frame)} ratings, "
           f"{misses} held-out movies never seen in training (a miss for every method)")
-    print(f"| method | HR@10 | NDCG@10 | fit seconds |\n| --- | --- | --- | --- |")
+    print("| method | HR@10 | NDCG@10 | fit seconds |\n| --- | --- | --- | --- |")
     for name, row in results.items():
         print(f"| {name} | {row['hr@10']:.4f} | {row['ndcg@10']:.4f} | {row['seconds']:.1f} |")
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))

@@ -10,7 +10,6 @@ indexing, hashing, scaling and tf.Example encoding with pyarrow in one process, 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import pathlib

@@ -1,10 +1,9 @@
 """Word-pair similarity evaluation: Spearman correlation of cosine similarities with human scores."""
 from __future__ import annotations
 
-import numpy as np
 
 from pipelines.config import config_from_dict
-from pipelines.neighbors import EntityVectors, load_entity
+from pipelines.neighbors import EntityVectors
 from pipelines.rundir import RunDir
 
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.ann import EntityIndex, build_index, recall_at_k, run_batch_neighbors
-from pipelines.explore import cluster, plot, write_projector
+from pipelines.explore import cluster, write_projector
 from pipelines.neighbors import exact_neighbors, find_row, load_entity
 from pipelines.rundir import RunDir
 from tests.conftest import run_cli
