@@ -14,7 +14,6 @@ import os
 from typing import Any, Iterator
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -28,6 +27,7 @@ from pipelines.config import Config, FeatureConfig, config_from_dict
 from pipelines.entities import ENTITY_TABLES
 from pipelines.preprocess import read_counters
 from pipelines.rundir import RunDir, resolve_run, utc_now
+from pipelines.vector_columns import vector_array
 from pipelines.versions import align_embeddings
 from trainer.export import signature_name
 from transforms.preprocessing import CROSS_SEPARATOR
@@ -176,8 +176,8 @@ class EmbedBatches(beam.DoFn):
             values = from_key[column] if column in from_key else table.column(column).combine_chunks()
             values = pc.fill_null(values.cast(_ARROW_INPUT[dtype]), _MISSING[dtype])
             inputs[column] = tf.constant(values.to_numpy(zero_copy_only=False), dtype)
-        vectors = self._signature(**inputs)["embedding"].numpy().astype(np.float32, copy=False)
-        columns = {"key": keys, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), plan.dim),
+        vectors = self._signature(**inputs)["embedding"].numpy()
+        columns = {"key": keys, "embedding": vector_array(vectors),
                    "count": pc.fill_null(table.column("count"), 0)}
         arrays = [columns[f.name] if f.name in columns else table.column(f.name).cast(f.type) for f in plan.schema]
         self._counter.inc(table.num_rows)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from pipelines.rundir import RunDir
+from pipelines.vector_columns import vectors_of
 
 
 class UnknownKeyError(LookupError):
@@ -42,9 +43,7 @@ def load_entity(run: RunDir, entity: str) -> EntityVectors:
         raise UnknownKeyError(f"{run.path}: no published entity {entity!r}") from error
     table = dataset.to_table()
     metadata = {k.decode(): v.decode() for k, v in (dataset.schema.metadata or {}).items()}
-    dim = table.schema.field("embedding").type.list_size
-    vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-    return EntityVectors(table.column("key").to_pylist(), vectors, table, metadata.get("similarity", "cosine"))
+    return EntityVectors(table.column("key").to_pylist(), vectors_of(table), table, metadata.get("similarity", "cosine"))
 
 
 def exact_neighbors(entity: EntityVectors, row: int, k: int) -> list[tuple[int, float]]:

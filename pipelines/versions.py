@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from pipelines.neighbors import EntityVectors, exact_neighbors, load_entity
 from pipelines.rundir import LATEST, STAGES, RunDir, write_text_atomic
+from pipelines.vector_columns import vector_array, vectors_of
 
 logger = logging.getLogger(__name__)
 ALIGN_SAMPLE = 200_000
@@ -112,9 +113,7 @@ def align_embeddings(staged: str, previous: RunDir, entities: list[str], space_o
 def _rotate_files(directory: str, rotation: np.ndarray) -> None:
     for path in sorted(tf.io.gfile.glob(os.path.join(directory, "*.parquet"))):
         table = pq.read_table(path)
-        dim = table.schema.field("embedding").type.list_size
-        vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim) @ rotation
-        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).reshape(-1)), dim)
+        column = vector_array(vectors_of(table) @ rotation)
         table = table.set_column(table.schema.get_field_index("embedding"), table.schema.field("embedding"), column)
         pq.write_table(table, path + ".tmp", use_dictionary=["key"], compression="snappy")
         os.replace(path + ".tmp", path)

@@ -20,6 +20,7 @@ import tensorflow_transform as tft
 
 from pipelines.config import Config, FeatureConfig, WarmStartConfig, config_from_dict
 from pipelines.rundir import resolve_run
+from pipelines.vector_columns import vectors_of
 from trainer.layers import CategoricalEmbedding
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,7 @@ def tables_from_vectors(path: str, feature: str) -> dict[str, SourceTable]:
     """Pre-trained vectors: Parquet in embedpipe's schema, or word2vec/GloVe text (`key v1 v2 ...`)."""
     if path.endswith(".parquet") or os.path.isdir(path):
         table = pq.read_table(path, columns=["key", "embedding"])
-        dim = table.schema.field("embedding").type.list_size
-        vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-        return {feature: SourceTable(vectors, table.column("key").to_pylist())}
+        return {feature: SourceTable(vectors_of(table), table.column("key").to_pylist())}
     keys, rows = [], []
     with tf.io.gfile.GFile(path) as handle:
         for number, line in enumerate(handle):
