@@ -61,7 +61,6 @@ class EntityIndex:
             raise UnknownKeyError(f"{entity}: no index; run `embedpipe index {run.path} --entity {entity}`")
         self.index = Index.restore(path, view=view)
         self.keys = pq.read_table(os.path.join(directory, KEYS_FILE)).column("key").to_pylist()
-        self.row = {key: i for i, key in enumerate(self.keys)}
         self.similarity = "dot" if str(self.index.metric).endswith("IP") else "cosine"
 
     def search(self, vectors: np.ndarray, k: int, expansion: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +69,12 @@ class EntityIndex:
         matches = self.index.search(vectors.astype(np.float32), k)
         return np.asarray(matches.keys, np.int64).reshape(len(vectors), -1), 1.0 - np.asarray(
             matches.distances, np.float32).reshape(len(vectors), -1)
+
+    def neighbors(self, vectors: np.ndarray, rows: list[int], k: int) -> list[list[tuple[int, float]]]:
+        """For each of `rows` of `vectors` [n, dim], its k nearest (row, score), itself excluded."""
+        found, scores = self.search(vectors[rows], k + 1)
+        return [[(int(n), float(s)) for n, s in zip(ns, ss) if n != row][:k]
+                for row, ns, ss in zip(rows, found, scores)]
 
 
 def recall_at_k(entity: EntityVectors, index: EntityIndex, k: int = 10, queries: int = 1000, seed: int = 0) -> float:
@@ -107,9 +112,7 @@ class FindNeighbors(beam.DoFn):
         if self._index is None:
             found = [exact_neighbors(self._vectors, row, self._k) for row in rows]
         else:
-            neighbor_rows, scores = self._index.search(self._vectors.vectors[rows], self._k + 1)
-            found = [[(int(n), float(s)) for n, s in zip(ns, ss) if n != row][:self._k]
-                     for row, ns, ss in zip(rows, neighbor_rows, scores)]
+            found = self._index.neighbors(self._vectors.vectors, rows, self._k)
         columns = {"key": [], "rank": [], "neighbor": [], "score": []}
         for key, pairs in zip(known, found):
             for rank, (neighbor, score) in enumerate(pairs, 1):

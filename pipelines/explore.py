@@ -41,7 +41,7 @@ def cluster(run: RunDir, entity_name: str, k: int, seed: int = 0,
     entity = load_entity(run, entity_name)
     if not 1 < k <= len(entity.keys):
         raise ValueError(f"--k must be between 2 and the number of keys ({len(entity.keys)}), got {k}")
-    vectors = entity.unit_vectors if entity.similarity == "cosine" else entity.vectors
+    vectors = entity.similarity_vectors
     algorithm = KMeans if len(vectors) <= 100_000 else MiniBatchKMeans
     assignments = algorithm(n_clusters=k, random_state=seed, n_init=3).fit_predict(vectors)
     directory = run.join("clusters", entity_name)
@@ -49,10 +49,9 @@ def cluster(run: RunDir, entity_name: str, k: int, seed: int = 0,
     table = pa.table({"key": entity.keys, "cluster": pa.array(assignments, pa.int32())})
     pq.write_table(table, os.path.join(directory, "part-00000.parquet.tmp"))
     os.replace(os.path.join(directory, "part-00000.parquet.tmp"), os.path.join(directory, "part-00000.parquet"))
-    counts = entity.table.column("count").to_numpy()
     names = labels(entity)
     members: dict[int, list[int]] = collections.defaultdict(list)
-    for row in np.argsort(-counts, kind="stable"):
+    for row in entity.rows_by_count():
         members[int(assignments[row])].append(int(row))
     ordered = sorted(members.items(), key=lambda item: -len(item[1]))
     return {c: [names[r] for r in rows[:examples]] for c, rows in ordered}, {c: len(rows) for c, rows in ordered}
@@ -67,7 +66,7 @@ def write_projector(run: RunDir, entity_name: str, sample: int, seed: int = 0) -
     from google.protobuf import text_format
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
     entity = load_entity(run, entity_name)
-    rows = np.argsort(-entity.table.column("count").to_numpy(), kind="stable")[:sample]
+    rows = entity.rows_by_count()[:sample]
     directory = run.join("projector", entity_name)
     os.makedirs(directory, exist_ok=True)
     write_text_atomic(os.path.join(directory, "vectors.tsv"),
@@ -113,7 +112,7 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     entity = load_entity(run, entity_name)
-    rows = np.argsort(-entity.table.column("count").to_numpy(), kind="stable")[:sample]
+    rows = entity.rows_by_count()[:sample]
     points = project_2d(entity.vectors[rows], method)
     keys = [entity.keys[r] for r in rows]
     dpi = 100

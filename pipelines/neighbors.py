@@ -31,6 +31,15 @@ class EntityVectors:
         return self.vectors / np.where(norms > 0, norms, 1.0)[:, None]
 
     @property
+    def similarity_vectors(self) -> np.ndarray:
+        """Vectors whose dot product is the entity's similarity: unit length for cosine, as published for dot."""
+        return self.unit_vectors if self.similarity == "cosine" else self.vectors
+
+    def rows_by_count(self) -> np.ndarray:
+        """Row numbers, most frequent key first (ties in table order)."""
+        return np.argsort(-self.table.column("count").to_numpy(), kind="stable")
+
+    @property
     def metadata_columns(self) -> list[str]:
         return [c for c in self.table.column_names if c not in ("key", "embedding")]
 
@@ -48,7 +57,7 @@ def load_entity(run: RunDir, entity: str) -> EntityVectors:
 
 def exact_neighbors(entity: EntityVectors, row: int, k: int) -> list[tuple[int, float]]:
     """Top-k (row, score) by the entity's similarity, `row` itself excluded, best first."""
-    vectors = entity.unit_vectors if entity.similarity == "cosine" else entity.vectors
+    vectors = entity.similarity_vectors
     scores = vectors @ vectors[row]
     scores[row] = -np.inf
     k = min(k, len(scores) - 1)
@@ -87,8 +96,7 @@ def print_neighbors(run: RunDir, entity_name: str, key: str, k: int, use_index: 
     found = None
     if use_index and os.path.exists(run.join("index", entity_name, "index.usearch")):
         from pipelines.ann import EntityIndex
-        rows, scores = EntityIndex(run, entity_name, view=True).search(entity.vectors[row:row + 1], k + 1)
-        found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r != row][:k]
+        found = EntityIndex(run, entity_name, view=True).neighbors(entity.vectors, [row], k)[0]
         method = "index"
     if found is None:
         found = exact_neighbors(entity, row, k)
