@@ -100,7 +100,7 @@ class DecodeRows(beam.DoFn):
         table, out_of_range = typed
         if records is None and not self._config.split.key and not self._config.split.column:
             records = raw.to_pylist()  # the whole record is the split key
-        is_eval = self._splitter.eval_mask(raw.select(self._splitter.columns).to_pydict(), records, raw.num_rows)
+        is_eval = self._splitter.eval_mask(raw.select(self._splitter.columns).to_pydict(), records)
         mask = pa.array(is_eval, pa.bool_())
         yield from self._emit(table.filter(pc.invert(mask)), table.filter(mask), 0, out_of_range)
 

@@ -214,7 +214,7 @@ class Splitter:
         """Raw columns the decision reads (none when the whole record is hashed)."""
         return [self._column] if self._column else list(self._key)
 
-    def eval_mask(self, columns: Mapping[str, list], records: list[Any] | None, size: int) -> list[bool]:
+    def eval_mask(self, columns: Mapping[str, list], records: list[Any] | None) -> list[bool]:
         """`is_eval` of a batch given as raw column lists (and the raw records, when hashed whole)."""
         if self._column:
             return [_is_flag(value) for value in columns[self._column]]

@@ -23,8 +23,8 @@ def regression_metrics(model: keras.Model, train: tf.data.Dataset, evaluation: t
     """Model RMSE/MAE on eval beside the mean predictor and a linear model on `numeric` features."""
     gram, moment, label_sum, count = None, None, 0.0, 0
     for features, labels in train:  # normal equations, accumulated so memory stays constant
-        x = _design(features, numeric)
         y = labels.numpy().astype(np.float64)
+        x = _design(features, numeric, len(y))
         gram = x.T @ x if gram is None else gram + x.T @ x
         moment = x.T @ y if moment is None else moment + x.T @ y
         label_sum, count = label_sum + y.sum(), count + len(y)
@@ -35,7 +35,7 @@ def regression_metrics(model: keras.Model, train: tf.data.Dataset, evaluation: t
         y = labels.numpy().astype(np.float64)
         errors["model"].append(model(features, training=False).numpy().astype(np.float64) - y)
         errors["mean"].append(mean - y)
-        errors["linear"].append(_design(features, numeric) @ weights - y)
+        errors["linear"].append(_design(features, numeric, len(y)) @ weights - y)
     out = {}
     for name, parts in errors.items():
         err = np.concatenate(parts)
@@ -46,9 +46,9 @@ def regression_metrics(model: keras.Model, train: tf.data.Dataset, evaluation: t
     return out
 
 
-def _design(features: dict, numeric: list[str]) -> np.ndarray:
+def _design(features: dict, numeric: list[str], size: int) -> np.ndarray:
+    """[size, 1 + len(numeric)]: an intercept column and the numeric features."""
     columns = [features[name].numpy().astype(np.float64) for name in numeric]
-    size = len(next(iter(features.values())).numpy()) if not columns else len(columns[0])
     return np.column_stack([np.ones(size)] + columns)
 
 
