@@ -14,15 +14,39 @@ from pipelines.rundir import RunDir
 from pipelines.word_eval import word_similarity
 from tests.conftest import run_cli, write_config
 from trainer.inputs import FeatureInput
-from trainer.skipgram import SkipGramModel, document_pairs, keep_probabilities
+from trainer.skipgram import SkipGramModel, keep_probabilities, token_batches, unigram_sampler, window_pairs
 
 
-def test_pairs_of_a_tiny_document_are_exact():
-    targets, contexts = document_pairs(tf.constant([1, 2, 3, 4], tf.int64), keep=None, window=2, dynamic=False)
-    pairs = sorted(zip(targets.numpy().tolist(), contexts.numpy().tolist()))
-    assert pairs == sorted([(1, 2), (1, 3), (2, 1), (2, 3), (2, 4), (3, 1), (3, 2), (3, 4), (4, 2), (4, 3)])
-    targets, _ = document_pairs(tf.constant([7], tf.int64), keep=None, window=3, dynamic=False)
-    assert targets.shape == (0,)
+def pairs_of(documents: list[int], spans: list[int], block: int) -> set[tuple[int, int]]:
+    """(target position, context position) pairs that window_pairs marks."""
+    mask, contexts = window_pairs(tf.constant(documents, tf.int64), tf.constant(spans, tf.int32), block)
+    blocks, targets, columns = np.nonzero(mask.numpy())
+    return {(int(b * block + t), int(contexts.numpy()[b, 0, c])) for b, t, c in zip(blocks, targets, columns)}
+
+
+def test_window_pairs_are_exact_within_documents_and_spans():
+    # positions 0-4 one document, 5-6 another, 7 padding; every span 2 except position 2 (span 1)
+    documents = [0, 0, 0, 0, 0, 1, 1, -1]
+    spans = [2, 2, 1, 2, 2, 2, 2, 0]
+    expected = {(0, 1), (0, 2), (1, 0), (1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2), (3, 4), (4, 2), (4, 3),
+                (5, 6), (6, 5)}
+    for block in (2, 4, 8):   # pairs across block edges are found, none wrap around
+        assert pairs_of(documents, spans, block) == expected
+    assert pairs_of([3], [5], 1) == set()
+
+
+def test_token_batches_drop_oov_and_cut_documents_into_full_batches():
+    words = tf.SparseTensor([[0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [1, 1]], tf.constant([1, 9, 2, 3, 4, 0], tf.int64), [2, 4])
+    documents = tf.data.Dataset.from_tensors({"words": words})
+    keep = np.ones(5, np.float32)   # vocabulary 0..4, 9 is an OOV bucket
+    batches = list(token_batches(documents, "words", 5, keep, batch_size=3).as_numpy_iterator())
+    tokens = np.concatenate([b["tokens"] for b in batches])
+    np.testing.assert_array_equal(tokens, [1, 2, 3, 4, 0])
+    assert [len(b["tokens"]) for b in batches] == [3, 2]
+    documents_of = np.concatenate([b["documents"] for b in batches])
+    assert len(set(documents_of[:3])) == 1 and len(set(documents_of[3:])) == 1 and documents_of[0] != documents_of[3]
+    repeated = token_batches(documents, "words", 5, keep, batch_size=3, repeat=True).take(5)
+    assert all(len(b["tokens"]) == 3 for b in repeated.as_numpy_iterator())
 
 
 def test_subsampling_keeps_rare_words_and_thins_frequent_ones():
@@ -31,17 +55,30 @@ def test_subsampling_keeps_rare_words_and_thins_frequent_ones():
 
 
 def test_negatives_follow_unigram_to_the_three_quarters():
-    counts = np.array([1000, 100, 10, 1])
-    net = SkipGramModel(FeatureInput("words", "token_ids", 5, 4), counts,
-                        ModelConfig(kind="skipgram", negatives=50, batch_size=2000))
-    sampled, _, _ = tf.random.fixed_unigram_candidate_sampler(
-        true_classes=tf.zeros([1, 1], tf.int64), num_true=1, num_sampled=200_000, unique=False,
-        range_max=len(net.unigrams), distortion=0.75, unigrams=net.unigrams, seed=1)
-    observed = np.bincount(sampled.numpy(), minlength=4) / 200_000
-    expected = counts ** 0.75 / np.sum(counts ** 0.75)
-    np.testing.assert_allclose(observed, expected, atol=0.005)
-    loss = net((tf.constant([0, 1] * 1000, tf.int64), tf.constant([1, 0] * 1000, tf.int64)))
-    assert np.isfinite(float(loss)) and float(loss) > 0
+    counts = np.array([1000, 100, 10, 1, 0])
+    tf.random.set_seed(1)
+    sampled = unigram_sampler(counts)(tf.constant([400, 500])).numpy()
+    assert sampled.shape == (400, 500)
+    observed = np.bincount(sampled.ravel(), minlength=5) / sampled.size
+    weights = np.maximum(counts, 1) ** 0.75
+    np.testing.assert_allclose(observed, weights / weights.sum(), atol=0.004)
+
+
+def test_loss_matches_hand_computed_value():
+    # window 1 -> every span is 1. Document 0 is tokens [0, 1, 2], document 1 the lone token [1]:
+    # pairs (target, context) = (0,1) (1,0) (1,2) (2,1); the lone token has none.
+    net = SkipGramModel(FeatureInput("words", "token_ids", 3, 2), np.array([5, 3, 2]),
+                        ModelConfig(kind="skipgram", window=1, negatives=2, batch_size=4))
+    batch = {"tokens": tf.constant([0, 1, 2, 1], tf.int64), "documents": tf.constant([0, 0, 0, 1], tf.int64)}
+    net(batch)
+    net.target.embeddings.assign([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    net.context.embeddings.assign([[0.5, 0.5]] * 3)   # every context and every negative is c = (0.5, 0.5)
+    # target.c: x0 = 0.5, x1 = 0.5, x2 = 1.0. Per pair: -log s(x) - negatives * log s(-x).
+    def per_pair(x):
+        return np.log1p(np.exp(-x)) + 2 * np.log1p(np.exp(x))
+    expected = (per_pair(0.5) + 2 * per_pair(0.5) + per_pair(1.0)) / 4
+    assert float(net(batch)) == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(2.5516, abs=1e-4)
 
 
 def test_words_sharing_contexts_end_up_closer(tmp_path):

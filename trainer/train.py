@@ -26,7 +26,8 @@ from trainer.inputs import feature_inputs, make_dataset, split_pattern
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
 from trainer.models import build_supervised, build_two_tower, compile_model
-from trainer.skipgram import SkipGramModel, keep_probabilities, pair_dataset, steps_per_epoch, token_counts
+from trainer.skipgram import (DOCUMENTS_PER_READ, SkipGramModel, keep_probabilities, steps_per_epoch, token_batches,
+                              token_counts)
 from trainer.warm_start import apply_warm_start
 from transforms.preprocessing import LABEL_VOCABULARY
 
@@ -58,13 +59,14 @@ class Trainer:
         tf.io.gfile.makedirs(self.staging)
         self.model_dir = os.path.join(self.staging, "model")
 
-    def dataset(self, split: str, shuffle: bool = False, with_label: bool = True) -> tf.data.Dataset:
+    def dataset(self, split: str, shuffle: bool = False, with_label: bool = True,
+                batch_size: int | None = None) -> tf.data.Dataset:
         model = self.config.model
         spec = self.tft_output.transformed_feature_spec()
         label = self.config.label_column if with_label else None
         keep = set(self.inputs) | ({label} if label else set())
         return make_dataset(split_pattern(self.run.path, split), {k: v for k, v in spec.items() if k in keep},
-                            model.batch_size, label=label, shuffle=shuffle, seed=model.seed)
+                            batch_size or model.batch_size, label=label, shuffle=shuffle, seed=model.seed)
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
         model = self.config.model
@@ -106,10 +108,15 @@ class Trainer:
         model = self.config.model
         if model.kind == "skipgram":
             keep = keep_probabilities(extra, model.subsample)
-            train = pair_dataset(self.dataset("train", shuffle=True, with_label=False), self.text_feature,
-                                 len(extra), keep, model, repeat=True)
-            evaluation = pair_dataset(self.dataset("eval", with_label=False), self.text_feature, len(extra), keep, model)
-            return train, evaluation, steps_per_epoch(extra, keep, model)
+            train, evaluation = (
+                token_batches(self.dataset(split, shuffle=split == "train", with_label=False, batch_size=DOCUMENTS_PER_READ),
+                              self.text_feature, len(extra), keep, model.batch_size, repeat=split == "train",
+                              seed=model.seed)
+                for split in ("train", "eval"))
+            # Validation loss on the same (at most eval_max_examples) subsampled eval tokens every epoch:
+            # comparable from epoch to epoch, and kept in memory instead of re-read from disk.
+            evaluation = evaluation.take(-(-model.eval_max_examples // model.batch_size)).cache()
+            return train, evaluation, steps_per_epoch(extra, keep, model.batch_size)
         with_label = model.kind == "supervised"
         return (self.dataset("train", shuffle=True, with_label=with_label),
                 self.dataset("eval", with_label=with_label), None)
