@@ -8,9 +8,11 @@ Outputs, published into the run when training succeeded:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -34,13 +36,39 @@ from transforms.preprocessing import LABEL_VOCABULARY
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClusterTask:
+    """This process's place in the training cluster `TF_CONFIG` describes (one chief without it)."""
+    workers: int = 1
+    type: str = "chief"
+    index: int = 0
+    has_chief: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief publishes; without a `chief` task in the cluster, worker 0 is the chief."""
+        return self.type == "chief" or (self.type == "worker" and self.index == 0 and not self.has_chief)
+
+
+def cluster_task() -> ClusterTask:
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    return ClusterTask(max(workers, 1), task.get("type", "chief"), int(task.get("index", 0)), "chief" in cluster)
+
 
 def choose_strategy() -> tf.distribute.Strategy:
-    """Multi-worker when `TF_CONFIG` names a cluster, else the default (one device) strategy."""
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    if sum(len(tasks) for tasks in cluster.values()) > 1:
+    """Multi-worker when `TF_CONFIG` names more than one worker, else the default (one device) strategy."""
+    if cluster_task().workers > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Shards examples, not files, across workers: a run may have fewer data files than workers."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 class Trainer:
@@ -148,14 +176,22 @@ class Trainer:
                           if self.config.warm_start else None)
             compile_model(net, model)
         started = time.time()
-        history = net.fit(train, validation_data=validation, epochs=model.epochs, steps_per_epoch=steps,
-                          callbacks=self.callbacks(), verbose=2)
+        history = net.fit(shard_by_data(train), validation_data=shard_by_data(validation), epochs=model.epochs,
+                          steps_per_epoch=steps, callbacks=self.callbacks(), verbose=2)
         fit_seconds = time.time() - started
+        task = cluster_task()
+        if not task.is_chief:
+            # Every worker saves (saving may need all of them), a non-chief into a local scratch
+            # directory: the chief publishes (and removes) the shared staging directory meanwhile.
+            with tempfile.TemporaryDirectory(prefix=f"embedpipe-{task.type}-{task.index}-") as scratch:
+                export_model(scratch, self.config, net, self.tft_output, embedding_layers(net))
+            return {"fit_seconds": round(fit_seconds, 2)}
         metrics = self.evaluate(net, interactions)
         metrics["epochs_run"] = len(history.history["loss"])
         metrics["fit_seconds"] = round(fit_seconds, 2)
         if model.kind == "skipgram":
             metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / fit_seconds
+        metrics["workers"] = strategy.num_replicas_in_sync
         if warm_start is not None:
             metrics["warm_start"] = {"from": self.config.warm_start.source, "features": warm_start}
         metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -183,6 +219,8 @@ def train_run(run_path: str, job_dir: str | None = None) -> dict[str, Any]:
     run = RunDir(run_path)
     trainer = Trainer(run, job_dir)
     logger.info("train: %s model, %d features -> %s", trainer.config.model.kind, len(trainer.inputs), run.path)
+    if not cluster_task().is_chief:  # a worker of a cluster: trains its share, the chief records and publishes
+        return trainer.train()
     with run.stage("train") as info:
         metrics = trainer.train()
         info["metrics"] = headline(metrics)

@@ -1,0 +1,68 @@
+"""Multi-worker training: two local processes with TF_CONFIG on loopback (MultiWorkerMirroredStrategy)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
+
+EPOCHS = 8
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for handle in sockets:
+        handle.bind(("localhost", 0))
+    ports = [handle.getsockname()[1] for handle in sockets]
+    for handle in sockets:
+        handle.close()
+    return ports
+
+
+def train_in_processes(run_dir, workers: int) -> list[subprocess.CompletedProcess]:
+    """`python -m trainer.task --run-dir RUN` once per worker, as a cloud job starts it on each machine."""
+    addresses = [f"localhost:{port}" for port in free_ports(workers)]
+    processes = []
+    for index in range(workers):
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if workers > 1:
+            environment["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
+                                                   "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen([sys.executable, "-m", "trainer.task", "--run-dir", str(run_dir)],
+                                          env=environment, cwd=ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    results = []
+    for process in processes:
+        output, _ = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, output))
+    return results
+
+
+def test_two_workers_train_as_well_as_one(tmp_path):
+    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+                          model={"epochs": EPOCHS, "early_stopping_patience": 0})
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "one") == 0
+    shutil.copytree(tmp_path / "runs" / "one", tmp_path / "runs" / "two")
+
+    single = train_in_processes(tmp_path / "runs" / "one", 1)
+    assert single[0].returncode == 0, single[0].stdout[-3000:]
+    pair = train_in_processes(tmp_path / "runs" / "two", 2)
+    for result in pair:
+        assert result.returncode == 0, result.stdout[-3000:]
+
+    one = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    assert one["workers"] == 1 and two["workers"] == 2 and two["epochs_run"] == EPOCHS
+    # Same global batch, same epochs: the two-worker model is as good as the one-worker model.
+    assert two["rmse"] < 1.1 * one["rmse"], (one["rmse"], two["rmse"])
+    assert two["rmse"] < 0.7 * two["baseline_mean_rmse"]
+    # The chief published the model and recorded the stage; nothing of the worker is left in the run.
+    manifest = json.loads((tmp_path / "runs" / "two" / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "succeeded"
+    assert (tmp_path / "runs" / "two" / "model" / "export" / "saved_model.pb").exists()
+    assert not (tmp_path / "runs" / "two" / ".staging").exists()
+    assert not [path for path in (tmp_path / "runs" / "two").rglob("*") if "workertemp" in path.name]
