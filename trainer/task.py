@@ -8,11 +8,15 @@ import sys
 from trainer.train import train_run
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", required=True, help="a preprocessed embedpipe run directory")
     parser.add_argument("--job-dir", help="work directory for checkpoints and staging (default: inside the run)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_run(args.run_dir, args.job_dir)
     return 0
