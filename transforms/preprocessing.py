@@ -85,17 +85,30 @@ def tokenize(text: tf.Tensor, delimiter: str | None) -> tf.RaggedTensor:
 
 
 def _numeric(spec: FeatureConfig, x: tf.Tensor) -> tf.Tensor:
+    """Missing values (NaN) take the training mean, so they carry no signal after scaling.
+
+    Every analyzer reads only the observed values, never the imputed column: an analyzer reading
+    another analyzer's output needs a second pass over the data, for which tf.Transform keeps the
+    whole dataset between the passes (in memory on the DirectRunner).
+    """
     finite = tf.math.is_finite(x)
-    # Missing values (NaN) take the training mean, so they carry no signal after scaling.
-    mean = tft.mean(tf.boolean_mask(x, finite), name=f"{spec.name}_mean")
-    x = tf.where(finite, x, tf.cast(mean, x.dtype))
+    observed = tf.boolean_mask(x, finite)
+    if spec.normalize == "zscore" and not spec.bucketize:
+        mean = tft.mean(observed, name=f"{spec.name}_mean")
+        variance = tft.var(observed, name=f"{spec.name}_var")
+        deviation = tf.math.divide_no_nan(x - tf.cast(mean, x.dtype), tf.sqrt(tf.cast(variance, x.dtype)))
+        return tf.where(finite, deviation, tf.zeros_like(x))
+    mean = tf.cast(tft.mean(observed, name=f"{spec.name}_mean"), x.dtype)
+    imputed = tf.where(finite, x, mean)
     if spec.bucketize:
-        return tft.bucketize(x, spec.bucketize, name=f"{spec.name}_bucketize")
-    if spec.normalize == "zscore":
-        return tft.scale_to_z_score(x, name=f"{spec.name}_zscore")
+        boundaries = tft.quantiles(observed, spec.bucketize, min(1.0 / spec.bucketize, 0.01),
+                                   name=f"{spec.name}_bucketize")
+        return tft.apply_buckets(imputed, boundaries)
     if spec.normalize == "minmax":
-        return tft.scale_to_0_1(x, name=f"{spec.name}_minmax")
-    return x
+        low = tf.cast(tft.min(observed, name=f"{spec.name}_min"), x.dtype)
+        high = tf.cast(tft.max(observed, name=f"{spec.name}_max"), x.dtype)
+        return tf.math.divide_no_nan(imputed - low, high - low)
+    return imputed
 
 
 def _lookup_list(x: tf.Tensor, values: tuple[str, ...], num_oov_buckets: int) -> tf.Tensor:
