@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.csv as pacsv
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -88,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(size) for size in args.sizes.split(",")]
     rows_table, runs = [], {}
     for size in sizes:
-        import pyarrow.csv as pacsv
         csv = args.out / f"rows-{size}.csv"
         pacsv.write_csv(synthetic_interactions(size), csv)
         base, base_rss = measured([sys.executable, __file__, "--child", "reference", str(csv), str(args.out)],
