@@ -15,6 +15,9 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.config import Config, EntityConfig, FeatureConfig
 from pipelines.schema import RawSchema
@@ -64,26 +67,45 @@ def entity_keys(feature: FeatureConfig, table: pa.Table) -> tuple[pa.Array, pa.A
 
 
 class ExtractEntityKeys(beam.DoFn):
-    """(is_train, raw record batch) -> ((entity, key), (train count, values)), aggregated per batch."""
+    """Raw record batch -> ((entity, key), (train count, values)), one per key per bundle.
 
-    def __init__(self, config: Config):
+    Keys are merged across the bundle's batches before they leave the DoFn, so what crosses to the
+    combine grows with the distinct keys, not with the rows.
+
+    Args:
+        config: the entities and their features.
+        is_train: whether the batches are training rows (they count) or eval rows (keys only).
+    """
+
+    def __init__(self, config: Config, is_train: bool):
         self._entities = [(e.name, config.features[e.key], entity_value_columns(config, e))
                           for e in config.entities]
+        self._is_train = is_train
+        self._merge = MergeEntityKeys()
 
-    def process(self, element: tuple[bool, pa.RecordBatch]) -> Iterator[tuple[tuple[str, str], tuple]]:
-        is_train, batch = element
+    def start_bundle(self) -> None:
+        self._partial: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    def process(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
         for name, feature, columns in self._entities:
             keys, rows = entity_keys(feature, table)
             values = table.select(list(columns)).take(rows)
-            grouped = pa.table({"key": keys, "count": pa.array([int(is_train)] * len(keys), pa.int64()),
+            grouped = pa.table({"key": keys, "count": pa.array([int(self._is_train)] * len(keys), pa.int64()),
                                 **{f"v{i}": values.column(i) for i in range(len(columns))}}).group_by(
                 "key", use_threads=False).aggregate(
                 [("count", "sum")] + [(f"v{i}", "min") for i in range(len(columns))])
             value_lists = [grouped.column(f"v{i}_min").to_pylist() for i in range(len(columns))]
             for index, (key, count) in enumerate(zip(grouped.column("key").to_pylist(),
                                                      grouped.column("count_sum").to_pylist())):
-                yield (name, key), (count, tuple(v[index] for v in value_lists))
+                entry = (count, tuple(v[index] for v in value_lists))
+                seen = self._partial.get((name, key))
+                self._partial[(name, key)] = entry if seen is None else self._merge.merge_accumulators([seen, entry])
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for item in self._partial.items():
+            yield WindowedValue(item, MIN_TIMESTAMP, [GlobalWindow()])
+        self._partial = {}
 
 
 class MergeEntityKeys(beam.CombineFn):
@@ -122,9 +144,12 @@ class WriteEntityTables(beam.PTransform):
         self._schema = schema
         self._root = root
 
-    def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
-        merged = (batches
-                  | "ExtractEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config))
+    def expand(self, splits: tuple[beam.PCollection, beam.PCollection]) -> dict[str, beam.PCollection]:
+        # Keys, not record batches, are flattened: a runner may hold a Flatten's inputs in full.
+        train, evaluation = splits
+        merged = ((train | "ExtractTrainEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config, is_train=True)),
+                   evaluation | "ExtractEvalEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config, is_train=False)))
+                  | "FlattenEntityKeys" >> beam.Flatten()
                   | "MergeEntityKeys" >> beam.CombinePerKey(MergeEntityKeys()))
         entities = self._config.entities
         parts = merged | "PartitionByEntity" >> beam.Partition(

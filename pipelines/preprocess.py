@@ -243,10 +243,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, s
         _ = train_examples | "WriteTrainExamples" >> WriteExamples(os.path.join(staging, "data", "train"))
         _ = eval_examples | "WriteEvalExamples" >> WriteExamples(os.path.join(staging, "data", "eval"))
         _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(os.path.join(staging, "invalid"))
-        tagged = ((rows.train | "TagTrain" >> beam.Map(lambda b: (True, b)),
-                   rows.eval | "TagEval" >> beam.Map(lambda b: (False, b)))
-                  | "FlattenSplits" >> beam.Flatten())
-        _ = tagged | "WriteEntityTables" >> WriteEntityTables(config, schema, staging)
+        _ = (rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staging)
 
 
 def read_counters(result: beam.runners.runner.PipelineResult, names: tuple[str, ...]) -> dict[str, int]:
