@@ -15,6 +15,8 @@ word2vec's expected loss (negatives per pair) while turning per-pair gathers int
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -122,7 +124,7 @@ def neighbour_blocks(vectors: tf.Tensor, block: int) -> tf.Tensor:
     return tf.concat([tf.roll(blocks, 1, 0), blocks, tf.roll(blocks, -1, 0)], axis=1)
 
 
-def unigram_sampler(counts: np.ndarray, distortion: float = 0.75):
+def unigram_sampler(counts: np.ndarray, distortion: float = 0.75) -> Callable[[tf.Tensor], tf.Tensor]:
     """A function drawing ids [shape] from counts^distortion (unseen ids count as 1)."""
     weights = np.maximum(counts, 1).astype(np.float64) ** distortion
     cumulative = tf.constant(np.cumsum(weights) / weights.sum())
