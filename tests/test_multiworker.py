@@ -23,23 +23,24 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def start_task(run_dir, cluster: dict | None, task_type: str = "worker", index: int = 0) -> subprocess.Popen:
+    """`python -m trainer.task --run-dir RUN` as a cloud job starts it on one machine of `cluster`."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if cluster:
+        environment["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+    return subprocess.Popen([sys.executable, "-m", "trainer.task", "--run-dir", str(run_dir)], env=environment,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    output, _ = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
 def train_in_processes(run_dir, workers: int) -> list[subprocess.CompletedProcess]:
-    """`python -m trainer.task --run-dir RUN` once per worker, as a cloud job starts it on each machine."""
-    addresses = [f"localhost:{port}" for port in free_ports(workers)]
-    processes = []
-    for index in range(workers):
-        environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        if workers > 1:
-            environment["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
-                                                   "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen([sys.executable, "-m", "trainer.task", "--run-dir", str(run_dir)],
-                                          env=environment, cwd=ROOT, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-    results = []
-    for process in processes:
-        output, _ = process.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, output))
-    return results
+    """One trainer process per worker (MultiWorkerMirroredStrategy when more than one)."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(workers)]} if workers > 1 else None
+    return [finished(p) for p in [start_task(run_dir, cluster, "worker", index) for index in range(workers)]]
 
 
 def test_two_workers_train_as_well_as_one(tmp_path):
@@ -57,6 +58,7 @@ def test_two_workers_train_as_well_as_one(tmp_path):
     one = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
     assert one["workers"] == 1 and two["workers"] == 2 and two["epochs_run"] == EPOCHS
+    assert (one["strategy"], two["strategy"]) == ("default", "multi_worker_mirrored")
     # Same global batch, same epochs: the two-worker model is as good as the one-worker model.
     assert two["rmse"] < 1.1 * one["rmse"], (one["rmse"], two["rmse"])
     assert two["rmse"] < 0.7 * two["baseline_mean_rmse"]
@@ -66,3 +68,23 @@ def test_two_workers_train_as_well_as_one(tmp_path):
     assert (tmp_path / "runs" / "two" / "model" / "export" / "saved_model.pb").exists()
     assert not (tmp_path / "runs" / "two" / ".staging").exists()
     assert not [path for path in (tmp_path / "runs" / "two").rglob("*") if "workertemp" in path.name]
+
+
+def test_parameter_server_training_shards_tables_and_publishes(tmp_path):
+    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+                          model={"epochs": EPOCHS, "early_stopping_patience": 0})
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "ps") == 0
+    chief, worker, ps = (f"localhost:{port}" for port in free_ports(3))
+    cluster = {"chief": [chief], "worker": [worker], "ps": [ps]}
+    servers = [start_task(tmp_path / "runs" / "ps", cluster, kind) for kind in ("worker", "ps")]
+    try:
+        result = finished(start_task(tmp_path / "runs" / "ps", cluster, "chief"))
+    finally:
+        for server in servers:   # workers and parameter servers serve until the job ends
+            server.kill()
+            server.communicate()
+    assert result.returncode == 0, result.stdout[-3000:]
+    metrics = json.loads((tmp_path / "runs" / "ps" / "metrics.json").read_text())
+    assert metrics["strategy"] == "parameter_server" and metrics["epochs_run"] == EPOCHS
+    assert metrics["rmse"] < 0.7 * metrics["baseline_mean_rmse"], metrics
+    assert (tmp_path / "runs" / "ps" / "model" / "export" / "saved_model.pb").exists()

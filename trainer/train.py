@@ -43,6 +43,7 @@ class ClusterTask:
     type: str = "chief"
     index: int = 0
     has_chief: bool = False
+    parameter_servers: int = 0
 
     @property
     def is_chief(self) -> bool:
@@ -54,12 +55,28 @@ def cluster_task() -> ClusterTask:
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
     workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-    return ClusterTask(max(workers, 1), task.get("type", "chief"), int(task.get("index", 0)), "chief" in cluster)
+    return ClusterTask(max(workers, 1), task.get("type", "chief"), int(task.get("index", 0)), "chief" in cluster,
+                       len(cluster.get("ps", [])))
+
+
+def serve_parameter_server_task() -> None:
+    """Workers and parameter servers of a parameter-server cluster only serve the chief; never returns."""
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type, task_index=resolver.task_id,
+                                  protocol=resolver.rpc_layer or "grpc", start=True)
+    server.join()
 
 
 def choose_strategy() -> tf.distribute.Strategy:
-    """Multi-worker when `TF_CONFIG` names more than one worker, else the default (one device) strategy."""
-    if cluster_task().workers > 1:
+    """Parameter servers when `TF_CONFIG` names `ps` tasks (tables sharded across them), multi-worker
+    mirrored when it names more than one worker, else the default (one device) strategy."""
+    task = cluster_task()
+    if task.parameter_servers:
+        return tf.distribute.experimental.ParameterServerStrategy(
+            tf.distribute.cluster_resolver.TFConfigClusterResolver(),
+            variable_partitioner=tf.distribute.experimental.partitioners.MinSizePartitioner(
+                min_shard_bytes=256 << 10, max_shards=task.parameter_servers))
+    if task.workers > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -96,15 +113,16 @@ class Trainer:
         return make_dataset(split_pattern(self.run.path, split), {k: v for k, v in spec.items() if k in keep},
                             batch_size or model.batch_size, label=label, shuffle=shuffle, seed=model.seed)
 
-    def callbacks(self) -> list[keras.callbacks.Callback]:
+    def callbacks(self, parameter_servers: bool) -> list[keras.callbacks.Callback]:
         model = self.config.model
-        callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(self.staging, "backup")),
+        # Parameter-server training supports neither backups nor validation (hence no early stopping).
+        callbacks = [] if parameter_servers else [keras.callbacks.BackupAndRestore(os.path.join(self.staging, "backup"))]
+        callbacks += [
             keras.callbacks.ModelCheckpoint(os.path.join(self.model_dir, "checkpoints", "epoch-{epoch:03d}"),
                                             save_weights_only=True),
             keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs"), embeddings_freq=0),
         ]
-        if model.early_stopping_patience:
+        if model.early_stopping_patience and not parameter_servers:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=model.early_stopping_patience, restore_best_weights=True))
         return callbacks
@@ -175,9 +193,14 @@ class Trainer:
             warm_start = (apply_warm_start(self.config, embedding_layers(net), self.tft_output)
                           if self.config.warm_start else None)
             compile_model(net, model)
+        parameter_servers = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+        if parameter_servers and steps is None:  # workers read a repeated stream, cut into epochs here
+            rows = self.run.read_manifest()["stages"]["preprocess"]["counts"]["rows_train"]
+            train, steps, validation = train.repeat(), -(-rows // model.batch_size), None
         started = time.time()
-        history = net.fit(shard_by_data(train), validation_data=shard_by_data(validation), epochs=model.epochs,
-                          steps_per_epoch=steps, callbacks=self.callbacks(), verbose=2)
+        history = net.fit(shard_by_data(train), validation_data=validation and shard_by_data(validation),
+                          epochs=model.epochs, steps_per_epoch=steps, callbacks=self.callbacks(parameter_servers),
+                          verbose=2)
         fit_seconds = time.time() - started
         task = cluster_task()
         if not task.is_chief:
@@ -192,6 +215,8 @@ class Trainer:
         if model.kind == "skipgram":
             metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / fit_seconds
         metrics["workers"] = strategy.num_replicas_in_sync
+        metrics["strategy"] = ("parameter_server" if parameter_servers else "multi_worker_mirrored"
+                               if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else "default")
         if warm_start is not None:
             metrics["warm_start"] = {"from": self.config.warm_start.source, "features": warm_start}
         metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -216,10 +241,13 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def train_run(run_path: str, job_dir: str | None = None) -> dict[str, Any]:
     """Trains, evaluates and exports the model of the run at `run_path`; returns its metrics."""
+    task = cluster_task()
+    if task.parameter_servers and task.type in ("worker", "ps"):
+        serve_parameter_server_task()
     run = RunDir(run_path)
     trainer = Trainer(run, job_dir)
     logger.info("train: %s model, %d features -> %s", trainer.config.model.kind, len(trainer.inputs), run.path)
-    if not cluster_task().is_chief:  # a worker of a cluster: trains its share, the chief records and publishes
+    if not task.is_chief:  # a worker of a cluster: trains its share, the chief records and publishes
         return trainer.train()
     with run.stage("train") as info:
         metrics = trainer.train()
