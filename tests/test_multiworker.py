@@ -43,10 +43,14 @@ def train_in_processes(run_dir, workers: int) -> list[subprocess.CompletedProces
     return [finished(p) for p in [start_task(run_dir, cluster, "worker", index) for index in range(workers)]]
 
 
-def test_two_workers_train_as_well_as_one(tmp_path):
+def preprocess_taxi_sample(tmp_path, run_id: str) -> None:
     config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
                           model={"epochs": EPOCHS, "early_stopping_patience": 0})
-    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "one") == 0
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", run_id) == 0
+
+
+def test_two_workers_train_as_well_as_one(tmp_path):
+    preprocess_taxi_sample(tmp_path, "one")
     shutil.copytree(tmp_path / "runs" / "one", tmp_path / "runs" / "two")
 
     single = train_in_processes(tmp_path / "runs" / "one", 1)
@@ -71,9 +75,7 @@ def test_two_workers_train_as_well_as_one(tmp_path):
 
 
 def test_parameter_server_training_shards_tables_and_publishes(tmp_path):
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
-                          model={"epochs": EPOCHS, "early_stopping_patience": 0})
-    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "ps") == 0
+    preprocess_taxi_sample(tmp_path, "ps")
     chief, worker, ps = (f"localhost:{port}" for port in free_ports(3))
     cluster = {"chief": [chief], "worker": [worker], "ps": [ps]}
     servers = [start_task(tmp_path / "runs" / "ps", cluster, kind) for kind in ("worker", "ps")]

@@ -46,6 +46,14 @@ class ClusterTask:
     parameter_servers: int = 0
 
     @property
+    def strategy(self) -> str:
+        """`parameter_server` when the cluster has `ps` tasks, `multi_worker_mirrored` with more than one
+        worker, else `default` (one device)."""
+        if self.parameter_servers:
+            return "parameter_server"
+        return "multi_worker_mirrored" if self.workers > 1 else "default"
+
+    @property
     def is_chief(self) -> bool:
         """The chief publishes; without a `chief` task in the cluster, worker 0 is the chief."""
         return self.type == "chief" or (self.type == "worker" and self.index == 0 and not self.has_chief)
@@ -67,16 +75,14 @@ def serve_parameter_server_task() -> None:
     server.join()
 
 
-def choose_strategy() -> tf.distribute.Strategy:
-    """Parameter servers when `TF_CONFIG` names `ps` tasks (tables sharded across them), multi-worker
-    mirrored when it names more than one worker, else the default (one device) strategy."""
-    task = cluster_task()
-    if task.parameter_servers:
+def choose_strategy(task: ClusterTask) -> tf.distribute.Strategy:
+    """The strategy `task.strategy` names; parameter servers hold the tables, sharded across them."""
+    if task.strategy == "parameter_server":
         return tf.distribute.experimental.ParameterServerStrategy(
             tf.distribute.cluster_resolver.TFConfigClusterResolver(),
             variable_partitioner=tf.distribute.experimental.partitioners.MinSizePartitioner(
                 min_shard_bytes=256 << 10, max_shards=task.parameter_servers))
-    if task.workers > 1:
+    if task.strategy == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -184,7 +190,8 @@ class Trainer:
         keras.utils.set_random_seed(model.seed)
         # Same seed, same data -> the same weights, so a rerun republishes the same vectors.
         tf.config.experimental.enable_op_determinism()
-        strategy = choose_strategy()
+        task = cluster_task()
+        strategy = choose_strategy(task)
         with strategy.scope():
             net, interactions = self.build()
             train, validation, steps = self.fit_data(net, interactions)
@@ -193,16 +200,16 @@ class Trainer:
             warm_start = (apply_warm_start(self.config, embedding_layers(net), self.tft_output)
                           if self.config.warm_start else None)
             compile_model(net, model)
-        parameter_servers = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+        parameter_servers = task.strategy == "parameter_server"
         if parameter_servers and steps is None:  # workers read a repeated stream, cut into epochs here
             rows = self.run.read_manifest()["stages"]["preprocess"]["counts"]["rows_train"]
             train, steps, validation = train.repeat(), -(-rows // model.batch_size), None
         started = time.time()
-        history = net.fit(shard_by_data(train), validation_data=validation and shard_by_data(validation),
+        history = net.fit(shard_by_data(train),
+                          validation_data=None if validation is None else shard_by_data(validation),
                           epochs=model.epochs, steps_per_epoch=steps, callbacks=self.callbacks(parameter_servers),
                           verbose=2)
         fit_seconds = time.time() - started
-        task = cluster_task()
         if not task.is_chief:
             # Every worker saves (saving may need all of them), a non-chief into a local scratch
             # directory: the chief publishes (and removes) the shared staging directory meanwhile.
@@ -215,8 +222,7 @@ class Trainer:
         if model.kind == "skipgram":
             metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / fit_seconds
         metrics["workers"] = strategy.num_replicas_in_sync
-        metrics["strategy"] = ("parameter_server" if parameter_servers else "multi_worker_mirrored"
-                               if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else "default")
+        metrics["strategy"] = task.strategy
         if warm_start is not None:
             metrics["warm_start"] = {"from": self.config.warm_start.source, "features": warm_start}
         metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
