@@ -16,10 +16,10 @@ $(VENV)/.installed: setup.py constraints.txt
 	touch $@
 
 data/movielens.csv: | install
-	$(PY) -m pipelines.datasets movielens $@
+	$(PY) -m pipelines.tools.datasets movielens $@
 
 data/words.txt: | install
-	$(PY) -m pipelines.datasets words $@
+	$(PY) -m pipelines.tools.datasets words $@
 
 test: install
 	$(PY) -m pytest -q tests

@@ -49,8 +49,8 @@ def prepare_run(entities: int, out: pathlib.Path) -> pathlib.Path:
 
 
 def embed(run: pathlib.Path, beam_args: list[str]) -> float:
-    from pipelines.embed import run_embed
-    from pipelines.rundir import RunDir
+    from pipelines.stages.embed import run_embed
+    from pipelines.core.rundir import RunDir
     started = time.perf_counter()
     run_embed(RunDir(str(run)), beam_args)
     return time.perf_counter() - started

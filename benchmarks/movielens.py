@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "movielens")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipelines.datasets import movielens
+    from pipelines.tools.datasets import movielens
     args.out.mkdir(parents=True, exist_ok=True)
     frame = movielens()
     data = args.out / "movielens.csv"

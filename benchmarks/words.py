@@ -47,9 +47,9 @@ def embedpipe_row(data: pathlib.Path, out: pathlib.Path) -> dict:
     import yaml
     from gensim.test.utils import datapath
     from pipelines import cli
-    from pipelines.neighbors import load_entity
-    from pipelines.rundir import RunDir
-    from pipelines.word_eval import read_word_pairs, word_similarity
+    from pipelines.tools.neighbors import load_entity
+    from pipelines.core.rundir import RunDir
+    from pipelines.tools.word_eval import read_word_pairs, word_similarity
     config = yaml.safe_load((ROOT / "examples" / "words.yaml").read_text())
     config["input"]["path"] = str(data)
     path = out / "words.yaml"
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "words")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipelines.datasets import words
+    from pipelines.tools.datasets import words
     args.out.mkdir(parents=True, exist_ok=True)
     lines = list(words().text)
     data = args.out / "words.txt"

@@ -34,7 +34,7 @@ def run_cli(*args: str) -> int:
 @pytest.fixture(scope="session")
 def movielens_sample(tmp_path_factory) -> pathlib.Path:
     """The first MOVIELENS_USERS users of MovieLens, as `python -m pipelines.datasets` writes it."""
-    from pipelines.datasets import movielens
+    from pipelines.tools.datasets import movielens
     frame = movielens()
     path = tmp_path_factory.mktemp("movielens") / "ratings.csv"
     frame[frame.userId <= MOVIELENS_USERS].to_csv(path, index=False)

@@ -7,16 +7,16 @@ import shlex
 
 import apache_beam as beam
 import pytest
-import tensorflow_transform as tft
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions,
                                                   PortableOptions, SetupOptions, StandardOptions, WorkerOptions)
 
-from pipelines import cli
-from pipelines.config import load_config
-from pipelines.embed import EmbedEntities, plan_entities
-from pipelines.preprocess import build_pipeline
-from pipelines.rundir import RunDir
-from pipelines.schema import inspect_input
+from pipelines.cli.parser import build_parser
+from pipelines.core.beam_runner import make_pipeline, pipeline_options
+from pipelines.core.config_parse import load_config
+from pipelines.core.rundir import RunDir
+from pipelines.stages.embed import EmbedEntities, plan_entities
+from pipelines.stages.preprocess.pipeline import build_pipeline
+from pipelines.stages.preprocess.schema import inspect_input
 from tests.conftest import ROOT, TAXI_SAMPLE, write_config
 from trainer import task
 
@@ -31,11 +31,11 @@ def readme_command(name: str) -> list[str]:
 def embedpipe_options(name: str) -> tuple[object, PipelineOptions]:
     command = readme_command(name)
     assert command[0] == "embedpipe"
-    args, beam_args = cli.build_parser().parse_known_args(command[1:])
+    args, beam_args = build_parser().parse_known_args(command[1:])
     assert args.command == "run" and (ROOT / args.config).exists()
     # Beam's flag for testing runners without submitting; it also skips Dataflow's check of the
     # temp bucket, which needs credentials and the network this test does not have.
-    return args, PipelineOptions(beam_args + ["--dry_run", "True"])
+    return args, pipeline_options(beam_args + ["--dry_run", "True"])
 
 
 def transform_names(pipeline: beam.Pipeline) -> set[str]:
@@ -46,15 +46,16 @@ def transform_names(pipeline: beam.Pipeline) -> set[str]:
 
 def assert_jobs_build(options: PipelineOptions, taxi_run, tmp_path) -> None:
     config, _ = load_config(str(write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)})))
-    preprocess = beam.Pipeline(options=options)
-    build_pipeline(preprocess, config, inspect_input(config), str(tmp_path / "staging"), str(tmp_path / "tmp"))
+    preprocess = make_pipeline(options)
+    assert preprocess.runner.__class__.__name__ != "FnApiRunner"     # --runner passes through
+    build_pipeline(preprocess, config, inspect_input(config), RunDir(str(tmp_path / "staging")), str(tmp_path / "tmp"))
     assert {"ReadRawRows", "DecodeAndSplitRows", "AnalyzeAndTransform", "WriteTrainExamples",
             "WriteEvalExamples", "WriteInvalidRows", "WriteEntityTables"} <= transform_names(preprocess)
     run = RunDir(str(taxi_run))
-    embed = beam.Pipeline(options=options)
-    for plan in plan_entities(config, run, tft.TFTransformOutput(run.transform_dir)):
-        _ = embed | f"EmbedEntities[{plan.name}]" >> EmbedEntities(run, str(tmp_path / "embed"), plan)
-    assert {"ReadEntityRows", "EmbedBatches", "WriteEmbeddings"} <= transform_names(embed)
+    embed = make_pipeline(options)
+    _ = embed | "EmbedEntities" >> EmbedEntities(run, RunDir(str(tmp_path / "embed")), plan_entities(config, run))
+    names = transform_names(embed)
+    assert {"EmbedBatches", "FlattenEntities"} <= names and any(n.startswith("WriteEmbeddings[") for n in names)
 
 
 def test_dataflow_command(taxi_run, tmp_path):

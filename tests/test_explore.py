@@ -9,25 +9,39 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.ann import EntityIndex, build_index, recall_at_k, run_batch_neighbors
-from pipelines.explore import cluster, write_projector
-from pipelines.neighbors import exact_neighbors, find_row, load_entity
-from pipelines.rundir import RunDir
+from pipelines.core.beam_runner import pipeline_options
+from pipelines.core.rundir import RunDir
+from pipelines.tools.batch_neighbors import run_batch_neighbors
+from pipelines.tools.explore import cluster, write_projector
+from pipelines.tools.index import UsearchIndexer, build_index, recall_at_k
+from pipelines.tools.neighbors import exact_neighbors, load_entity
 from tests.conftest import run_cli
 
 
-def publish(run: pathlib.Path, entity: str, keys: list[str], vectors: np.ndarray, similarity: str = "cosine",
+def publish(run: pathlib.Path | str, entity: str, keys: list[str], vectors: np.ndarray, similarity: str = "cosine",
             **metadata_columns) -> RunDir:
-    """Writes an entity the way the embed job does (schema and file metadata)."""
-    directory = run / "embeddings" / entity
-    directory.mkdir(parents=True, exist_ok=True)
+    """Writes an entity as the embed job does (schema and file metadata), into a run whose manifest
+    says it was embedded; `run` may be on any filesystem (ram://)."""
+    from pipelines.core import fs
+    run_dir = RunDir(str(run))
+    manifest = run_dir.read_manifest() if run_dir.exists() else run_dir.create("test", {
+        "name": "test", "input": {"path": "x.csv", "format": "csv"}, "features": {entity: {"type": "vocabulary"}},
+        "model": {"kind": "supervised", "label": "y"},
+        "entities": [{"name": entity, "key": entity}]})
+    stages = manifest.setdefault("stages", {})
+    for stage in ("preprocess", "train"):
+        stages.setdefault(stage, {"status": "succeeded"})
+    embed = stages.setdefault("embed", {"status": "succeeded", "entities": {}})
+    embed["entities"][entity] = len(keys)
+    run_dir.write_manifest(manifest)
     dim = vectors.shape[1]
     columns = {"key": pa.array(keys), "embedding": pa.FixedSizeListArray.from_arrays(
         pa.array(vectors.astype(np.float32).reshape(-1)), dim),
         "count": pa.array(np.arange(len(keys))[::-1], pa.int64()), **{k: pa.array(v) for k, v in metadata_columns.items()}}
-    schema = pa.table(columns).schema.with_metadata({"similarity": similarity, "dim": str(dim), "entity": entity})
-    pq.write_table(pa.table(columns, schema=schema), directory / "part-00000-of-00001.parquet")
-    return RunDir(str(run))
+    schema = pa.table(columns).schema.with_metadata({"similarity": similarity, "dim": str(dim), "entity": entity,
+                                                     "created_at": "2026-01-01T00:00:00+00:00"})
+    fs.write_parquet(pa.table(columns, schema=schema), fs.join(run_dir.embeddings_dir(entity), "part-00000-of-00001.parquet"))
+    return run_dir
 
 
 def planted(seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -43,11 +57,11 @@ def test_exact_neighbours_of_planted_groups(tmp_path):
     run = publish(tmp_path, "thing", keys, vectors, title=[f"Title {k}" for k in keys])
     entity = load_entity(run, "thing")
     for group in "abc":
-        row = find_row(entity, f"{group}3")
+        row = entity.find_row(f"{group}3")
         found = exact_neighbors(entity, row, 19)
         assert {entity.keys[r] for r, _ in found} == {f"{group}{i}" for i in range(20)} - {f"{group}3"}
         assert all(a >= b for (_, a), (_, b) in zip(found, found[1:]))
-    assert find_row(entity, "Title b7") == keys.index("b7")
+    assert entity.find_row("Title b7") == keys.index("b7")
     dot = publish(tmp_path / "dot", "thing", ["x", "y", "z"], np.array([[1.0, 0], [10.0, 0], [0, 1.0]]), "dot")
     assert [r for r, _ in exact_neighbors(load_entity(dot, "thing"), 0, 2)] == [1, 2]
 
@@ -62,7 +76,7 @@ def large_run(tmp_path_factory) -> RunDir:
 def test_index_recall_against_exact_search(large_run, capsys):
     facts = build_index(large_run, "item")
     assert facts["vectors"] == 20000 and facts["metric"] == "cosine"
-    recall = recall_at_k(load_entity(large_run, "item"), EntityIndex(large_run, "item"), k=10, queries=500)
+    recall = recall_at_k(load_entity(large_run, "item"), UsearchIndexer(large_run, "item"), k=10, queries=500)
     print(f"usearch HNSW recall@10 on 20,000 random 32-dim vectors: {recall:.3f}")
     assert recall > 0.95
     capsys.readouterr()
@@ -74,7 +88,9 @@ def test_index_recall_against_exact_search(large_run, capsys):
 def test_batch_neighbours_job(tmp_path, large_run):
     keys = [f"i{i}" for i in range(0, 20000, 97)]
     (tmp_path / "keys.txt").write_text("\n".join(keys + ["missing", ""]) + "\n")
-    run_batch_neighbors(large_run, "item", str(tmp_path / "keys.txt"), str(tmp_path / "out" / "nn"), 5, True, [])
+    missing = run_batch_neighbors(large_run, "item", str(tmp_path / "keys.txt"), str(tmp_path / "out" / "nn"), 5, True,
+                                  pipeline_options([]))
+    assert missing == 1
     result = pd.read_parquet(tmp_path / "out")
     assert len(result) == len(keys) * 5 and set(result.key) == set(keys)
     entity = load_entity(large_run, "item")

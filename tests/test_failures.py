@@ -179,7 +179,7 @@ def reference_run(tmp_path_factory) -> pathlib.Path:
 
 @pytest.mark.parametrize("stage, ready", [
     ("preprocess", lambda run: (run / ".staging" / "preprocess").exists()),
-    ("train", lambda run: (run / ".staging" / "train" / "backup").exists()),
+    ("train", lambda run: (run / ".staging" / "train" / "history.jsonl").exists()),
     ("embed", lambda run: (run / ".staging" / "embed").exists()),
 ])
 def test_killed_run_publishes_nothing_and_resumes(tmp_path, reference_run, stage, ready):
@@ -198,10 +198,15 @@ def test_killed_run_publishes_nothing_and_resumes(tmp_path, reference_run, stage
     assert not (run / ".staging").exists()
     vectors, expected = published_vectors(run), published_vectors(reference_run)
     assert {n: sorted(v) for n, v in vectors.items()} == {n: sorted(v) for n, v in expected.items()}
-    if stage != "train":  # a resumed training sees its remaining epochs' data in another order
-        for name in expected:
-            for key in expected[name]:
-                np.testing.assert_array_equal(vectors[name][key], expected[name][key])
+    for name in expected:   # a resumed training too: each epoch's data and draws depend on the epoch only
+        for key in expected[name]:
+            np.testing.assert_array_equal(vectors[name][key], expected[name][key])
+    if stage == "train":    # the whole history, not only the epochs after the interruption
+        metrics = json.loads((run / "metrics.json").read_text())
+        reference = json.loads((reference_run / "metrics.json").read_text())
+        assert metrics["epochs_run"] == reference["epochs_run"] == 25
+        assert metrics["history"] == reference["history"]
+        assert not [p for p in (run / "model" / "export").rglob("*") if ".tmp" in p.name]
 
 
 def test_complete_run_is_not_overwritten_without_the_flag(tmp_path, reference_run, capsys):

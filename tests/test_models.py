@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipelines.config import ModelConfig
+from pipelines.core.config import ModelConfig
 from trainer.inputs import FeatureInput
 from trainer.interactions import Interactions
 from trainer.models import build_two_tower

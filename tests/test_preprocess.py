@@ -133,7 +133,7 @@ def test_text_format_reads_one_document_per_line(tmp_path):
 def test_line_batch_source_splits_exactly(tmp_path):
     """Every line once, whatever the split points; headers skipped per file; CRLF endings removed."""
     from apache_beam.io.range_trackers import OffsetRangeTracker
-    from pipelines.batched_io import LineBatchSource
+    from pipelines.stages.preprocess.batched_io import LineBatchSource
     path = tmp_path / "lines.csv"
     lines = [f"row{i},{'x' * (i % 7)}" for i in range(1000)]
     path.write_bytes(("header\r\n" + "\r\n".join(lines) + "\r\n").encode())
@@ -149,7 +149,7 @@ def test_line_batch_source_splits_exactly(tmp_path):
 
 
 def test_tfrecord_framing_reads_back(tmp_path):
-    from pipelines.batched_io import frame_records
+    from pipelines.stages.preprocess.batched_io import frame_records
     records = [b"", b"a", b"x" * 100_000]
     (tmp_path / "r.tfrecord").write_bytes(frame_records(records))
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "r.tfrecord"))] == records

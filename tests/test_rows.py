@@ -6,9 +6,9 @@ import math
 import pyarrow as pa
 import pytest
 
-from pipelines.config import config_from_dict
-from pipelines.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
-from pipelines.schema import RawSchema, transform_column_types
+from pipelines.core.config_parse import config_from_dict
+from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
+from pipelines.stages.preprocess.schema import RawSchema, transform_column_types
 
 HEADER = ("user", "item", "day", "hour", "area", "miles", "fare", "title")
 CONFIG = config_from_dict({
@@ -27,12 +27,12 @@ CONFIG = config_from_dict({
 
 
 def schema() -> RawSchema:
-    return RawSchema(files=("x.csv",), header=HEADER, types=transform_column_types(CONFIG),
+    return RawSchema(files=("x.csv",), headers={"x.csv": HEADER}, types=transform_column_types(CONFIG),
                      numeric=frozenset({"miles"}), metadata_types={"title": pa.string()})
 
 
 def typed(line: str):
-    row = make_decoder(CONFIG, schema())(line.encode())
+    row = make_decoder(CONFIG, schema())(line.encode(), "x.csv")
     typer = RowTyper(CONFIG, schema())
     values, out_of_range = typer.type_row(row)
     return dict(zip(typer.columns, values)), out_of_range
@@ -67,7 +67,7 @@ def test_invalid_rows_have_reasons(line, reason):
 def test_invalid_utf8_is_a_reason_and_recorded_as_base64():
     record = b"u1,i1,3,17,4,1,10,\xff\xfe"
     with pytest.raises(InvalidRow, match="invalid UTF-8"):
-        make_decoder(CONFIG, schema())(record)
+        make_decoder(CONFIG, schema())(record, "x.csv")
     assert record_text(record).startswith("base64:")
 
 
@@ -91,12 +91,12 @@ def test_split_by_flag_column():
 
 def test_columnar_typing_equals_row_typing():
     """The vectorised path must give exactly what the per-row path gives, or hand the batch over."""
-    from pipelines import columnar
+    from pipelines.stages.preprocess import columnar
     lines = [b"u1,i1,3,17,4,2.5,10.25,Heat (1995)", b",i1,3,17,,,7,", b"u1,i1,3,17,99,1,7,x", b"u1,i1,3,17,4.0,1,7,x"]
     raw = columnar.read_csv_batch(lines, HEADER, ",")
     typer = RowTyper(CONFIG, schema())
     table, out_of_range = columnar.type_batch(raw, typer, schema(), "fare")
-    rows = [typer.type_row(make_decoder(CONFIG, schema())(line))[0] for line in lines]
+    rows = [typer.type_row(make_decoder(CONFIG, schema())(line, "x.csv"))[0] for line in lines]
     expected = pa.Table.from_arrays([pa.array(list(c), f.type) for c, f in zip(zip(*rows), typer.arrow_schema)],
                                     schema=typer.arrow_schema)
     assert _nan_equal(table, expected)

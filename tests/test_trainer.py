@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.rundir import RunDir
+from pipelines.core.rundir import RunDir
 from tests.conftest import ROOT, TAXI_SAMPLE
 from trainer.losses import in_batch_softmax_loss
 from trainer.train import Trainer, embedding_layers

@@ -9,10 +9,10 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.config import config_from_dict
-from pipelines.preprocess import AnalyzeAndTransform
-from pipelines.rows import RowTyper
-from pipelines.schema import RawSchema, transform_column_types
+from pipelines.core.config_parse import config_from_dict
+from pipelines.stages.preprocess.pipeline import AnalyzeAndTransform, TransformInputs
+from pipelines.stages.preprocess.rows import RowTyper
+from pipelines.stages.preprocess.schema import RawSchema, transform_column_types
 
 CONFIG = config_from_dict({
     "name": "types",
@@ -46,7 +46,7 @@ ROWS = [("a", "Cash",        1,    "Flash Cab", "3", "17", 1.0,   "Comedy|Drama"
 
 def typed_batch() -> pa.RecordBatch:
     types = transform_column_types(CONFIG)
-    schema = RawSchema(files=(), header=(), types=types, numeric=frozenset({"miles", "idx"}), metadata_types={})
+    schema = RawSchema(files=(), headers={}, types=types, numeric=frozenset({"miles", "idx"}), metadata_types={})
     typer = RowTyper(CONFIG, schema)
     rows = []
     for index, (user, pay, area, company, day, hour, miles, genres, fare) in enumerate(ROWS):
@@ -104,7 +104,7 @@ def test_every_feature_type(tmp_path):
         with tft_beam.Context(temp_dir=str(tmp_path)):
             train = pipeline | "CreateTrain" >> beam.Create([batch])
             evaluation = pipeline | "CreateEval" >> beam.Create([batch.slice(0, 2)])
-            train_batches, eval_batches, _ = (train, train, evaluation) | AnalyzeAndTransform(CONFIG, schema)
-            assert_that(train_batches | "FlattenTrain" >> beam.FlatMap(list), check)
-            eval_users = eval_batches | beam.FlatMap(list) | beam.Map(lambda e: decode(e)["user"])
+            outputs = TransformInputs(train, train, evaluation) | AnalyzeAndTransform(CONFIG, schema)
+            assert_that(outputs.train | "FlattenTrain" >> beam.FlatMap(list), check)
+            eval_users = outputs.eval | beam.FlatMap(list) | beam.Map(lambda e: decode(e)["user"])
             assert_that(eval_users, equal_to([0, 1]), label="CheckEval")   # eval uses the train vocabulary

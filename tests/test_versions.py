@@ -10,9 +10,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.config import config_from_dict
-from pipelines.rundir import RunDir
-from pipelines.versions import align_embeddings, compare_runs, list_runs, procrustes, prune_runs
+from pipelines.core.config_parse import config_from_dict
+from pipelines.core.rundir import RunDir, list_runs
+from pipelines.core.vectors import procrustes
+from pipelines.core.warm_start import plan_warm_start
+from pipelines.tools.align import Aligner
+from pipelines.tools.drift import compare_runs
+from pipelines.tools.runs import prune_runs
 from tests.conftest import run_cli, write_config
 from tests.test_explore import publish
 from trainer.train import Trainer, embedding_layers
@@ -22,9 +26,11 @@ from trainer.warm_start import SourceTable, apply_warm_start, copy_rows
 def test_copy_rows_by_key_and_by_bucket():
     source = SourceTable(np.array([[1.0, 1], [2, 2], [3, 3]]), ["a", "b", "c"])
     target = np.zeros((4, 2))   # rows: c, a, d, OOV
-    np.testing.assert_array_equal(copy_rows(target, ["c", "a", "d"], source), [[3, 3], [1, 1], [0, 0], [0, 0]])
+    table, copied = copy_rows(target, ["c", "a", "d"], source)
+    np.testing.assert_array_equal(table, [[3, 3], [1, 1], [0, 0], [0, 0]])
+    assert copied == 2
     buckets = SourceTable(np.arange(6.0).reshape(3, 2), None)
-    np.testing.assert_array_equal(copy_rows(np.zeros((3, 2)), None, buckets), buckets.table)
+    np.testing.assert_array_equal(copy_rows(np.zeros((3, 2)), None, buckets)[0], buckets.table)
     with pytest.raises(ValueError, match="3 source buckets, 4 here"):
         copy_rows(np.zeros((4, 2)), None, buckets)
     with pytest.raises(ValueError, match="dimension 2 of the source differs from 3"):
@@ -39,7 +45,7 @@ def test_procrustes_recovers_a_rotation_and_alignment_rotates_published_vectors(
     keys = [f"k{i}" for i in range(200)]
     previous = publish(tmp_path / "old", "thing", keys, old)
     staged = publish(tmp_path / "new", "thing", keys[50:] + ["fresh"], np.vstack([old[50:] @ rotation, np.ones((1, 8))]))
-    report = align_embeddings(staged.join("embeddings"), previous, ["thing"], {"thing": "thing"})
+    report = Aligner(previous)(staged, {"thing": "thing"})["spaces"]
     assert report["thing"]["shared_keys"] == 150 and report["thing"]["mean_cosine_after"] > 0.9999
     aligned = pd.read_parquet(staged.join("embeddings", "thing")).set_index("key")
     np.testing.assert_allclose(np.stack(aligned.loc[keys[60:70]].embedding), old[60:70], atol=1e-4)
@@ -69,7 +75,7 @@ def test_runs_listing_and_pruning(tmp_path, capsys):
     assert run_cli("runs", tmp_path) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("* 20260101T000000Z") and "preprocess: not run" in lines[0]
-    assert prune_runs(str(tmp_path), keep=1) == ["20260102T000000Z"]
+    assert prune_runs(str(tmp_path), keep=1) == (["20260102T000000Z"], [])
     assert [r.run_id for r in list_runs(str(tmp_path))] == ["20260101T000000Z", "20260103T000000Z"]
 
 
@@ -112,7 +118,8 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
     trainer = Trainer(RunDir(str(run)), job_dir=str(tmp_path / "job"))
     net, _ = trainer.build()
     before = embedding_layers(net)["movieId"].embeddings.numpy()
-    report = apply_warm_start(config_from_dict(manifest["config"]), embedding_layers(net), trainer.tft_output)
+    warm_config = config_from_dict(manifest["config"])
+    report = apply_warm_start(warm_config, plan_warm_start(warm_config), embedding_layers(net), trainer.tft_output)
     after = embedding_layers(net)["movieId"].embeddings.numpy()
     assert report["movieId"]["rows_copied"] == len(shared)
     for row, key in enumerate(new_movies):
@@ -124,7 +131,8 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
     (tmp_path / "vectors.txt").write_text("\n".join(lines) + "\n")
     from_file = config_from_dict({**manifest["config"], "warm_start": {"from": str(tmp_path / "vectors.txt"),
                                                                         "features": ["movieId"]}})
-    assert apply_warm_start(from_file, embedding_layers(net), trainer.tft_output)["movieId"]["rows_copied"] == 1
+    assert apply_warm_start(from_file, plan_warm_start(from_file), embedding_layers(net),
+                            trainer.tft_output)["movieId"]["rows_copied"] == 1
     np.testing.assert_array_equal(embedding_layers(net)["movieId"].embeddings.numpy()[new_movies.index("1")],
                                   np.full(16, 0.5, np.float32))
     # frozen through training: bit-identical rows for every shared movie; users fine-tuned

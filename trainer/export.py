@@ -18,12 +18,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from pipelines.config import Config
+from pipelines.core.config import Config
+from pipelines.core.names import CANDIDATE_SIGNATURE, QUERY_SIGNATURE, signature_name
 from trainer.layers import CategoricalEmbedding
-
-
-def signature_name(feature: str) -> str:
-    return f"embed_{feature}"
 
 
 class ExportModule(tf.Module):
@@ -62,16 +59,15 @@ def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.
         signatures[signature_name(name)] = module.function(
             features[name].raw_columns, lambda t, n=name, l=layer: {"embedding": l(t[n])})
     if config.model.kind == "two_tower":
-        towers = {"query": model.query, "candidate": model.candidate}
-        for tower_name, tower in towers.items():
+        towers = {"query": (model.query, QUERY_SIGNATURE), "candidate": (model.candidate, CANDIDATE_SIGNATURE)}
+        for tower_name, (tower, signature) in towers.items():
             columns = [c for f in getattr(config.model, tower_name) for c in features[f].raw_columns]
-            signatures[f"{tower_name}_embedding"] = module.function(columns, lambda t, tw=tower: {"embedding": tw(t)})
+            signatures[signature] = module.function(columns, lambda t, tw=tower: {"embedding": tw(t)})
         all_columns = [c for f in config.model.query + config.model.candidate for c in features[f].raw_columns]
         signatures["serving_default"] = module.function(
             all_columns, lambda t: {"score": tf.reduce_sum(model.query(t) * model.candidate(t), axis=-1)})
     elif config.model.kind == "skipgram":
-        text = next(name for name, f in features.items() if f.type == "text")
-        signatures["serving_default"] = signatures[signature_name(text)]
+        signatures["serving_default"] = signatures[signature_name(config.text_features[0])]
     else:
         all_columns = [c for f in features.values() for c in f.raw_columns]
         signatures["serving_default"] = module.function(

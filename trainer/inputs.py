@@ -1,17 +1,19 @@
 """Model inputs: what each transformed feature is, and the tf.data pipeline that reads them.
 
 Parsing uses only tf.Transform's transformed feature spec (`transform/transformed_metadata`); the
-config only says which features are inputs, their embedding sizes and the label.
+config only says which features are inputs, their embedding sizes and the label. A training
+epoch's order depends only on (seed, epoch) (`epoch_seed`), never on how many epochs an iterator
+has already seen, so a training resumed after an interruption sees the same data as one that ran
+through.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.config import Config
+from pipelines.core.config import Config
 from transforms.preprocessing import num_categories
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -51,8 +53,13 @@ def feature_inputs(config: Config, tft_output: tft.TFTransformOutput) -> dict[st
     return inputs
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one training epoch: a function of the config's seed and the epoch only."""
+    return seed * 1_000_003 + epoch
+
+
 def make_dataset(file_pattern: str, feature_spec: dict, batch_size: int, label: str | None = None,
-                 shuffle: bool = False, seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+                 shuffle_seed: int | None = None, repeat: bool = False) -> tf.data.Dataset:
     """Reads gzipped transformed tf.Examples in batches, streaming from disk.
 
     Args:
@@ -60,18 +67,18 @@ def make_dataset(file_pattern: str, feature_spec: dict, batch_size: int, label: 
         feature_spec: transformed feature spec (tf.io feature configs by name).
         batch_size: examples per batch.
         label: when given, elements are (features, label) instead of features.
-        shuffle: shuffle files and examples (seeded).
-        seed: shuffle seed.
-        repeat: repeat forever (training under a distribution strategy with steps_per_epoch).
+        shuffle_seed: shuffle files and examples with this seed (`epoch_seed`); None keeps file order.
+        repeat: repeat forever (parameter-server training cuts the stream into epochs).
 
     Returns:
         Dataset of dicts {name: Tensor [batch] or SparseTensor [batch, n]} (and labels [batch]).
     """
-    files = tf.data.Dataset.list_files(file_pattern, shuffle=shuffle, seed=seed)
+    shuffle = shuffle_seed is not None
+    files = tf.data.Dataset.list_files(file_pattern, shuffle=shuffle, seed=shuffle_seed)
     dataset = files.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
                                cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=True)
     if shuffle:
-        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=False)
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size).map(lambda records: tf.io.parse_example(records, feature_spec),
@@ -79,7 +86,3 @@ def make_dataset(file_pattern: str, feature_spec: dict, batch_size: int, label: 
     if label:
         dataset = dataset.map(lambda features: (features, features.pop(label)))
     return dataset.prefetch(AUTOTUNE)
-
-
-def split_pattern(run_path: str, split: str) -> str:
-    return os.path.join(run_path, "data", f"{split}-*.tfrecord.gz")

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.config import ModelConfig
+from pipelines.core.config import ModelConfig
 from trainer.inputs import FeatureInput
 from trainer.interactions import Interactions, candidate_batch
 from trainer.layers import encode_features, model_input

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.config import ModelConfig
+from pipelines.core.config import ModelConfig
 from trainer.inputs import AUTOTUNE, FeatureInput
 from trainer.layers import CategoricalEmbedding, embedding_layer
 
@@ -60,11 +60,14 @@ def steps_per_epoch(counts: np.ndarray, keep: np.ndarray, batch_size: int) -> in
 
 def token_batches(documents: tf.data.Dataset, feature: str, vocabulary_size: int, keep: np.ndarray,
                   batch_size: int, repeat: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """Batches of {"tokens": [batch_size], "documents": [batch_size]} (int64) from batches of documents.
+    """Batches of {"tokens": [batch_size], "documents": [batch_size], "seed": [2]} (int64) from
+    batches of documents.
 
     OOV tokens are dropped and the rest subsampled before batching, so words around a dropped token
     become neighbours, as in word2vec. Training batches (`repeat`) are all full; the last evaluation
-    batch may be shorter.
+    batch may be shorter. Every random draw (subsampling here, windows and negatives in the model
+    from each batch's "seed") is stateless, keyed by `seed` and the position in the stream, so an
+    epoch's draws are the same whenever it runs.
     """
     keep_tensor = tf.constant(keep)
 
@@ -83,6 +86,8 @@ def token_batches(documents: tf.data.Dataset, feature: str, vocabulary_size: int
     return (documents.enumerate()
             .map(kept_tokens, num_parallel_calls=AUTOTUNE, deterministic=True)
             .rebatch(batch_size, drop_remainder=repeat)
+            .enumerate()
+            .map(lambda index, batch: {**batch, "seed": tf.stack([tf.constant(seed, tf.int64), index])})
             .prefetch(AUTOTUNE))
 
 
@@ -124,13 +129,13 @@ def neighbour_blocks(vectors: tf.Tensor, block: int) -> tf.Tensor:
     return tf.concat([tf.roll(blocks, 1, 0), blocks, tf.roll(blocks, -1, 0)], axis=1)
 
 
-def unigram_sampler(counts: np.ndarray, distortion: float = 0.75) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A function drawing ids [shape] from counts^distortion (unseen ids count as 1)."""
+def unigram_sampler(counts: np.ndarray, distortion: float = 0.75) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """A function (shape, seed [2]) drawing ids [shape] from counts^distortion (unseen ids count as 1)."""
     weights = np.maximum(counts, 1).astype(np.float64) ** distortion
     cumulative = tf.constant(np.cumsum(weights) / weights.sum())
 
-    def sample(shape: tf.Tensor) -> tf.Tensor:
-        draws = tf.random.uniform(shape, dtype=tf.float64)
+    def sample(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        draws = tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float64)
         ids = tf.searchsorted(cumulative, tf.reshape(draws, [-1]), side="right")
         return tf.reshape(tf.minimum(ids, len(weights) - 1), shape)
 
@@ -163,12 +168,15 @@ class SkipGramModel(keras.Model):
         return [self.loss_tracker]
 
     def call(self, batch: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Mean loss per pair of a token batch {"tokens": [n], "documents": [n]}."""
+        """Mean loss per pair of a token batch {"tokens": [n], "documents": [n], "seed": [2]}."""
         tokens = batch["tokens"]
         size = tf.size(tokens)
         padding = -size % self.padded_multiple
         documents = tf.pad(batch["documents"], [[0, padding]], constant_values=-1)
-        spans = tf.pad(tf.random.uniform([size], 1, self.window + 1, dtype=tf.int32), [[0, padding]])
+        seed = batch["seed"]
+        window_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+        spans = tf.pad(tf.random.stateless_uniform([size], seed=window_seed, minval=1, maxval=self.window + 1,
+                                                   dtype=tf.int32), [[0, padding]])
         target = tf.pad(self.target(tokens), [[0, padding], [0, 0]])                    # [padded n, dim]
         context = tf.pad(self.context(tokens), [[0, padding], [0, 0]])
         pairs, _ = window_pairs(documents, spans, self.block)                            # [blocks, block, 3 block]
@@ -177,19 +185,22 @@ class SkipGramModel(keras.Model):
         # Only about window / (3 x block) of the logits are pairs; the others are dropped first.
         positive_loss = -tf.reduce_sum(tf.math.log_sigmoid(tf.boolean_mask(logits, pairs)))
         contexts_per_target = tf.reshape(tf.reduce_sum(tf.cast(pairs, tf.float32), -1), [-1])   # [padded n]
-        negative_loss = self.shared_negative_loss(target, contexts_per_target)
+        negative_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        negative_loss = self.shared_negative_loss(target, contexts_per_target, negative_seed)
         return (positive_loss + negative_loss) / tf.maximum(tf.reduce_sum(contexts_per_target), 1.0)
 
-    def shared_negative_loss(self, target: tf.Tensor, contexts_per_target: tf.Tensor) -> tf.Tensor:
+    def shared_negative_loss(self, target: tf.Tensor, contexts_per_target: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """sum over targets of (its pairs x negatives) x mean over its group's shared draws of -log s(-t.n).
 
         Args:
             target: target vectors [n, dim], n a multiple of NEGATIVE_GROUP.
             contexts_per_target: pairs each target is in [n].
+            seed: the negatives' stateless seed [2].
         """
         grouped = tf.reshape(target, [-1, NEGATIVE_GROUP, target.shape[-1]])
         weights = tf.reshape(contexts_per_target, [-1, NEGATIVE_GROUP])
-        negatives = self.context(self.sample_negatives([tf.shape(grouped)[0], SHARED_NEGATIVES]))  # [groups, S, dim]
+        draws = self.sample_negatives([tf.shape(grouped)[0], SHARED_NEGATIVES], seed)
+        negatives = self.context(draws)                                                           # [groups, S, dim]
         logits = tf.matmul(grouped, negatives, transpose_b=True)                                 # [groups, G, S]
         per_target = tf.reduce_mean(-tf.math.log_sigmoid(-logits), -1)                            # [groups, G]
         return self.negatives * tf.reduce_sum(weights * per_target)

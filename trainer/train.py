@@ -8,130 +8,92 @@ Outputs, published into the run when training succeeded:
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
-import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from pipelines.config import Config, config_from_dict
-from pipelines.rundir import STAGE_OUTPUTS, RunDir
+from pipelines.core import fs
+from pipelines.core.config import Config
+from pipelines.core.config_parse import config_from_dict
+from pipelines.core.names import LABEL_VOCABULARY
+from pipelines.core.rundir import STAGE_OUTPUTS, RunDir
+from pipelines.core.warm_start import plan_warm_start
 from trainer import evaluate
+from trainer.cluster import ClusterTask, choose_strategy, cluster_task, serve_parameter_server_task, shard_by_data
+from trainer.epochs import EpochState, fit_epochs, progress
 from trainer.export import export_model
-from trainer.inputs import feature_inputs, make_dataset, split_pattern
+from trainer.inputs import epoch_seed, feature_inputs, make_dataset
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
 from trainer.models import build_supervised, build_two_tower, compile_model
 from trainer.skipgram import (DOCUMENTS_PER_READ, SkipGramModel, keep_probabilities, steps_per_epoch, token_batches,
                               token_counts)
 from trainer.warm_start import apply_warm_start
-from transforms.preprocessing import LABEL_VOCABULARY
 
 logger = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class ClusterTask:
-    """This process's place in the training cluster `TF_CONFIG` describes (one chief without it)."""
-    workers: int = 1
-    type: str = "chief"
-    index: int = 0
-    has_chief: bool = False
-    parameter_servers: int = 0
-
-    @property
-    def strategy(self) -> str:
-        """`parameter_server` when the cluster has `ps` tasks, `multi_worker_mirrored` with more than one
-        worker, else `default` (one device)."""
-        if self.parameter_servers:
-            return "parameter_server"
-        return "multi_worker_mirrored" if self.workers > 1 else "default"
-
-    @property
-    def is_chief(self) -> bool:
-        """The chief publishes; without a `chief` task in the cluster, worker 0 is the chief."""
-        return self.type == "chief" or (self.type == "worker" and self.index == 0 and not self.has_chief)
+OOV_WARNING_SHARE = 0.2
 
 
-def cluster_task() -> ClusterTask:
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
-    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-    return ClusterTask(max(workers, 1), task.get("type", "chief"), int(task.get("index", 0)), "chief" in cluster,
-                       len(cluster.get("ps", [])))
+@contextlib.contextmanager
+def op_determinism() -> Iterator[None]:
+    """Deterministic TensorFlow ops for the body only (same seed, same data -> the same weights).
 
-
-def serve_parameter_server_task() -> None:
-    """Workers and parameter servers of a parameter-server cluster only serve the chief; never returns."""
-    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type, task_index=resolver.task_id,
-                                  protocol=resolver.rpc_layer or "grpc", start=True)
-    server.join()
-
-
-def choose_strategy(task: ClusterTask) -> tf.distribute.Strategy:
-    """The strategy `task.strategy` names; parameter servers hold the tables, sharded across them."""
-    if task.strategy == "parameter_server":
-        return tf.distribute.experimental.ParameterServerStrategy(
-            tf.distribute.cluster_resolver.TFConfigClusterResolver(),
-            variable_partitioner=tf.distribute.experimental.partitioners.MinSizePartitioner(
-                min_shard_bytes=256 << 10, max_shards=task.parameter_servers))
-    if task.strategy == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Shards examples, not files, across workers: a run may have fewer data files than workers."""
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
+    TensorFlow exports only the switch's `enable`; its `disable` is internal, so the stage that
+    needs determinism turns it off again for whatever runs next in the process (the embed stage).
+    """
+    from tensorflow.python.framework import config as framework_config
+    was_enabled = framework_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            framework_config.disable_op_determinism()
 
 
 class Trainer:
-    """Trains one run's model; `job_dir` holds work files (backup for resuming, staging)."""
+    """Trains one run's model; `job_dir` holds work files (saved epochs for resuming, staging).
+
+    Raises:
+        UsageError: preprocess has not succeeded.
+    """
 
     def __init__(self, run: RunDir, job_dir: str | None = None):
         self.run = run
+        run.require_stage("preprocess", f"preprocess CONFIG --run-id {run.run_id}")
         manifest = run.read_manifest()
-        if manifest.get("stages", {}).get("preprocess", {}).get("status") != "succeeded":
-            raise RuntimeError(f"{run.path}: preprocess has not succeeded; run `embedpipe preprocess` first")
         self.config: Config = config_from_dict(manifest["config"])
+        self.counts: dict[str, int] = manifest["stages"]["preprocess"].get("counts", {})
         self.tft_output = tft.TFTransformOutput(run.transform_dir)
         self.inputs = feature_inputs(self.config, self.tft_output)
-        # Not cleared: a rerun after an interruption resumes from the backup kept here.
+        # Not cleared: a rerun after an interruption resumes from the epochs saved here.
         self.staging = job_dir or run.staging("train")
-        tf.io.gfile.makedirs(self.staging)
-        self.model_dir = os.path.join(self.staging, "model")
+        fs.makedirs(self.staging)
+        self.model_dir = fs.join(self.staging, "model")
 
-    def dataset(self, split: str, shuffle: bool = False, with_label: bool = True,
+    @property
+    def has_eval(self) -> bool:
+        return self.counts.get("rows_eval", 1) > 0
+
+    def dataset(self, split: str, epoch: int | None = None, with_label: bool = True,
                 batch_size: int | None = None) -> tf.data.Dataset:
+        """Batches of one split; a training epoch (`epoch` given) is shuffled by its own seed."""
         model = self.config.model
         spec = self.tft_output.transformed_feature_spec()
         label = self.config.label_column if with_label else None
         keep = set(self.inputs) | ({label} if label else set())
-        return make_dataset(split_pattern(self.run.path, split), {k: v for k, v in spec.items() if k in keep},
-                            batch_size or model.batch_size, label=label, shuffle=shuffle, seed=model.seed)
-
-    def callbacks(self, parameter_servers: bool) -> list[keras.callbacks.Callback]:
-        model = self.config.model
-        # Parameter-server training supports neither backups nor validation (hence no early stopping).
-        callbacks = [] if parameter_servers else [keras.callbacks.BackupAndRestore(os.path.join(self.staging, "backup"))]
-        callbacks += [
-            keras.callbacks.ModelCheckpoint(os.path.join(self.model_dir, "checkpoints", "epoch-{epoch:03d}"),
-                                            save_weights_only=True),
-            keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs"), embeddings_freq=0),
-        ]
-        if model.early_stopping_patience and not parameter_servers:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=model.early_stopping_patience, restore_best_weights=True))
-        return callbacks
+        seed = None if epoch is None else epoch_seed(model.seed, epoch)
+        return make_dataset(self.run.examples_pattern(split), {k: v for k, v in spec.items() if k in keep},
+                            batch_size or model.batch_size, label=label, shuffle_seed=seed)
 
     def build(self) -> tuple[keras.Model, Any]:
         """The (uncompiled) model and what evaluation needs from the training pass (two-tower)."""
@@ -142,7 +104,7 @@ class Trainer:
                 self.inputs[model.candidate[0]].num_rows, model.history_order)
             return build_two_tower(model, self.inputs, interactions), interactions
         if model.kind == "skipgram":
-            feature = self.inputs[self.text_feature]
+            feature = self.inputs[self.config.text_features[0]]
             counts = token_counts(self.dataset("train", with_label=False), feature.name,
                                   self.tft_output.vocabulary_size_by_name(feature.name))
             return SkipGramModel(feature, counts, model, name="skipgram"), counts
@@ -150,33 +112,46 @@ class Trainer:
                    if model.task == "classification" else 0)
         return build_supervised(model, list(self.inputs.values()), classes), None
 
-    @property
-    def text_feature(self) -> str:
-        return next(n for n, f in self.config.features.items() if f.type == "text")
+    def _tokens(self, split: str, epoch: int, extra: np.ndarray) -> tf.data.Dataset:
+        model = self.config.model
+        documents = self.dataset(split, epoch=epoch if split == "train" else None, with_label=False,
+                                 batch_size=DOCUMENTS_PER_READ)
+        return token_batches(documents, self.config.text_features[0], len(extra),
+                             keep_probabilities(extra, model.subsample), model.batch_size,
+                             repeat=split == "train", seed=epoch_seed(model.seed, epoch))
 
-    def fit_data(self, net: keras.Model, extra: Any) -> tuple[tf.data.Dataset, tf.data.Dataset, int | None]:
-        """Training and validation data in the form the model kind trains on, and steps per epoch
-        (None: one pass over the training data)."""
+    def epoch_data(self, epoch: int, extra: Any) -> tf.data.Dataset:
+        """The training data of one epoch, in the form the model kind trains on."""
+        if self.config.model.kind == "skipgram":
+            return self._tokens("train", epoch, extra)
+        return self.dataset("train", epoch=epoch, with_label=self.config.model.kind == "supervised")
+
+    def steps(self, extra: Any) -> int | None:
+        """Steps per epoch: skip-gram cuts its repeated token stream into epochs of the expected
+        kept tokens; the others make one pass (None)."""
         model = self.config.model
         if model.kind == "skipgram":
-            keep = keep_probabilities(extra, model.subsample)
-            train, evaluation = (
-                token_batches(self.dataset(split, shuffle=split == "train", with_label=False, batch_size=DOCUMENTS_PER_READ),
-                              self.text_feature, len(extra), keep, model.batch_size, repeat=split == "train",
-                              seed=model.seed)
-                for split in ("train", "eval"))
-            # Validation loss on the same (at most eval_max_examples) subsampled eval tokens every epoch:
-            # comparable from epoch to epoch, and kept in memory instead of re-read from disk.
-            evaluation = evaluation.take(-(-model.eval_max_examples // model.batch_size)).cache()
-            return train, evaluation, steps_per_epoch(extra, keep, model.batch_size)
-        with_label = model.kind == "supervised"
-        return (self.dataset("train", shuffle=True, with_label=with_label),
-                self.dataset("eval", with_label=with_label), None)
+            return steps_per_epoch(extra, keep_probabilities(extra, model.subsample), model.batch_size)
+        return None
+
+    def validation_data(self, extra: Any) -> tf.data.Dataset | None:
+        """Validation batches (None without eval rows)."""
+        model = self.config.model
+        if not self.has_eval:
+            return None
+        if model.kind == "skipgram":
+            # The same (at most eval_max_examples) subsampled eval tokens every epoch: comparable from
+            # epoch to epoch, and kept in memory instead of re-read from disk.
+            return self._tokens("eval", 0, extra).take(-(-model.eval_max_examples // model.batch_size)).cache()
+        return self.dataset("eval", with_label=model.kind == "supervised")
 
     def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
         model = self.config.model
         if model.kind == "skipgram":
             return {"train_tokens": int(interactions.sum()), "vocabulary": int(len(interactions))}
+        if not self.has_eval:
+            logger.warning("the eval split is empty: no eval metrics")
+            return {"eval_examples": 0}
         if model.kind == "two_tower":
             return evaluate.ranking_metrics(net, self.dataset("eval", with_label=False), interactions,
                                             model.eval_max_examples)
@@ -185,30 +160,35 @@ class Trainer:
         numeric = [f.name for f in self.inputs.values() if f.kind == "numeric"]
         return evaluate.regression_metrics(net, self.dataset("train"), self.dataset("eval"), numeric)
 
-    def train(self) -> dict[str, Any]:
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        return [keras.callbacks.ModelCheckpoint(fs.join(self.model_dir, "checkpoints", "epoch-{epoch:03d}"),
+                                                save_weights_only=True),
+                keras.callbacks.TensorBoard(fs.join(self.model_dir, "logs"), embeddings_freq=0)]
+
+    def train(self, task: ClusterTask) -> dict[str, Any]:
+        """Fits, evaluates and exports the model; returns its metrics (only the chief evaluates)."""
         model = self.config.model
         keras.utils.set_random_seed(model.seed)
-        # Same seed, same data -> the same weights, so a rerun republishes the same vectors.
-        tf.config.experimental.enable_op_determinism()
-        task = cluster_task()
         strategy = choose_strategy(task)
         with strategy.scope():
-            net, interactions = self.build()
-            train, validation, steps = self.fit_data(net, interactions)
+            net, extra = self.build()
             if model.kind != "supervised":  # a subclassed model makes its weights in a first call
-                net(next(iter(train.take(1))))
-            warm_start = (apply_warm_start(self.config, embedding_layers(net), self.tft_output)
-                          if self.config.warm_start else None)
+                net(next(iter(self.epoch_data(0, extra).take(1))))
+            plan = plan_warm_start(self.config)
+            warm_start = apply_warm_start(self.config, plan, embedding_layers(net), self.tft_output) if plan else None
             compile_model(net, model)
-        parameter_servers = task.strategy == "parameter_server"
-        if parameter_servers and steps is None:  # workers read a repeated stream, cut into epochs here
-            rows = self.run.read_manifest()["stages"]["preprocess"]["counts"]["rows_train"]
-            train, steps, validation = train.repeat(), -(-rows // model.batch_size), None
         started = time.time()
-        history = net.fit(shard_by_data(train),
-                          validation_data=None if validation is None else shard_by_data(validation),
-                          epochs=model.epochs, steps_per_epoch=steps, callbacks=self.callbacks(parameter_servers),
-                          verbose=2)
+        if task.strategy == "parameter_server":
+            history, best = self._fit_with_parameter_servers(net, extra)
+        else:
+            state = EpochState(self.staging, net, task.is_chief)
+            validation = self.validation_data(extra)
+            history, best = fit_epochs(
+                net, state, lambda epoch: shard_by_data(self.epoch_data(epoch, extra)),
+                None if validation is None else shard_by_data(validation), model.epochs, self.steps(extra),
+                self.callbacks(), model.early_stopping_patience if validation is not None else 0, model.kind)
+        if best is not None and best != history[-1]["epoch"]:
+            net.load_weights(fs.join(self.model_dir, "checkpoints", f"epoch-{best + 1:03d}"))
         fit_seconds = time.time() - started
         if not task.is_chief:
             # Every worker saves (saving may need all of them), a non-chief into a local scratch
@@ -216,21 +196,56 @@ class Trainer:
             with tempfile.TemporaryDirectory(prefix=f"embedpipe-{task.type}-{task.index}-") as scratch:
                 export_model(scratch, self.config, net, self.tft_output, embedding_layers(net))
             return {"fit_seconds": round(fit_seconds, 2)}
-        metrics = self.evaluate(net, interactions)
-        metrics["epochs_run"] = len(history.history["loss"])
-        metrics["fit_seconds"] = round(fit_seconds, 2)
+        metrics = self.evaluate(net, extra)
+        metrics.update(self._training_facts(history, best, fit_seconds, strategy, task))
         if model.kind == "skipgram":
-            metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / fit_seconds
-        metrics["workers"] = strategy.num_replicas_in_sync
-        metrics["strategy"] = task.strategy
+            metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / max(fit_seconds, 1e-9)
         if warm_start is not None:
-            metrics["warm_start"] = {"from": self.config.warm_start.source, "features": warm_start}
-        metrics["history"] = {k: [float(v) for v in values] for k, values in history.history.items()}
-        export_model(os.path.join(self.model_dir, "export"), self.config, net, self.tft_output,
-                     embedding_layers(net))
-        with tf.io.gfile.GFile(os.path.join(self.staging, "metrics.json"), "w") as handle:
-            json.dump(metrics, handle, indent=2)
+            metrics["warm_start"] = {"from": plan.source, "features": warm_start}
+        metrics["eval_oov_share"] = self.oov_shares()
+        export = fs.join(self.model_dir, "export")
+        fs.remove(export)  # a save an interruption cut short leaves files that would be published with it
+        export_model(export, self.config, net, self.tft_output, embedding_layers(net))
+        fs.write_text_atomic(fs.join(self.staging, "metrics.json"), json.dumps(metrics, indent=2))
         return metrics
+
+    def _fit_with_parameter_servers(self, net: keras.Model, extra: Any) -> tuple[list[dict], None]:
+        """Parameter-server training: a repeated stream cut into epochs, no saved epochs (the strategy
+        cannot restore them) and no validation, so no early stopping."""
+        model = self.config.model
+        steps = self.steps(extra) or -(-self.counts["rows_train"] // model.batch_size)
+        data = self.epoch_data(0, extra).repeat()
+        logs = net.fit(data, epochs=model.epochs, steps_per_epoch=steps, callbacks=self.callbacks(), verbose=0).history
+        return [{"epoch": e, **{k: float(v[e]) for k, v in logs.items()}} for e in range(len(logs["loss"]))], None
+
+    @staticmethod
+    def _training_facts(history: list[dict], best: int | None, fit_seconds: float,
+                        strategy: tf.distribute.Strategy, task: ClusterTask) -> dict[str, Any]:
+        names = [name for name in history[0] if name != "epoch"] if history else []
+        return {"epochs_run": len(history), "best_epoch": None if best is None else best + 1,
+                "fit_seconds": round(fit_seconds, 2), "workers": strategy.num_replicas_in_sync,
+                "strategy": task.strategy, "history": {name: [row[name] for row in history] for name in names}}
+
+    def oov_shares(self) -> dict[str, float]:
+        """Per vocabulary feature, the share of eval values that fall outside its vocabulary."""
+        names = [n for n, f in self.config.features.items() if f.uses_vocabulary_file]
+        if not names or not self.has_eval:
+            return {}
+        sizes = {n: self.tft_output.vocabulary_size_by_name(n) for n in names}
+        outside = dict.fromkeys(names, 0)
+        total = dict.fromkeys(names, 0)
+        for batch in self.dataset("eval", with_label=False, batch_size=4096):
+            for name in names:
+                ids = batch[name].values if isinstance(batch[name], tf.SparseTensor) else batch[name]
+                ids = ids.numpy()
+                outside[name] += int(np.sum(ids >= sizes[name]))
+                total[name] += len(ids)
+        shares = {n: outside[n] / total[n] for n in names if total[n]}
+        for name, share in shares.items():
+            if share > OOV_WARNING_SHARE:
+                progress.warning("%s: %.0f%% of eval values are outside its vocabulary (below frequency_threshold, "
+                                 "beyond top_k, or new in eval)", name, 100 * share)
+        return shares
 
 
 def embedding_layers(model: keras.Model) -> dict[str, CategoricalEmbedding]:
@@ -245,33 +260,22 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
 
 
-def train_run(run_path: str, job_dir: str | None = None) -> dict[str, Any]:
-    """Trains, evaluates and exports the model of the run at `run_path`; returns its metrics."""
+def train_run(run: RunDir, job_dir: str | None = None) -> dict[str, Any]:
+    """Trains, evaluates and exports the model of `run` (its lock held by the caller); returns its metrics.
+
+    On a worker of a training cluster it trains its share and returns; the chief records and publishes.
+    """
     task = cluster_task()
-    if task.parameter_servers and task.type in ("worker", "ps"):
+    if task.serves_only:
         serve_parameter_server_task()
-    run = RunDir(run_path)
     trainer = Trainer(run, job_dir)
-    logger.info("train: %s model, %d features -> %s", trainer.config.model.kind, len(trainer.inputs), run.path)
-    if not task.is_chief:  # a worker of a cluster: trains its share, the chief records and publishes
-        return trainer.train()
-    with run.stage("train") as info:
-        metrics = trainer.train()
+    if not task.is_chief:
+        with op_determinism():
+            return trainer.train(task)
+    with run.stage("train") as info, op_determinism():
+        metrics = trainer.train(task)
         info["metrics"] = headline(metrics)
         if job_dir:
             for name in STAGE_OUTPUTS["train"]:  # a cloud job's work dir is copied, the run's own staging renamed
-                _copy_tree(os.path.join(job_dir, name), os.path.join(run.staging("train"), name))
-    logger.info("train: %s", json.dumps(headline(metrics)))
+                fs.copy_tree(fs.join(job_dir, name), fs.join(run.staging("train"), name))
     return metrics
-
-
-def _copy_tree(source: str, target: str) -> None:
-    if not tf.io.gfile.isdir(source):
-        tf.io.gfile.makedirs(os.path.dirname(target))
-        tf.io.gfile.copy(source, target, overwrite=True)
-        return
-    for directory, _, files in tf.io.gfile.walk(source):
-        relative = os.path.relpath(directory, source)
-        tf.io.gfile.makedirs(os.path.join(target, relative))
-        for name in files:
-            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, relative, name), overwrite=True)

@@ -1,26 +1,24 @@
-"""Warm start: copy embedding rows by key from an earlier run (or a vector file) into a new model.
+"""Warm start: copy embedding rows from an earlier run (or a vector file) into a new model.
 
-Vocabularies change between runs: new keys arrive, old ones leave, frequency order shifts, so row i
-of the old table is rarely row i of the new one. Rows are matched by the raw key (vocabulary,
-vocabulary_list, text tokens, identity ids); hash and cross features are copied by bucket, and only
-when the bucket count is unchanged (a bucket means nothing across different hash spaces). Keys new
-to this run keep the initializer's values; keys no longer in the vocabulary are dropped.
+What is copied, and why some features are not, was decided before any work by
+`pipelines.core.warm_start.plan_warm_start` (the rule is written there). This module carries the
+plan out: rows matched by raw key land on the new table's row of that key, wherever the new
+vocabulary put it; buckets are copied whole; keys new to this run keep the initializer's values.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from typing import Iterable
 
 import numpy as np
-import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.config import Config, FeatureConfig, WarmStartConfig, config_from_dict
-from pipelines.rundir import resolve_run
-from pipelines.vector_columns import vectors_of
+from pipelines.core.config import Config, FeatureConfig
+from pipelines.core.config_parse import config_from_dict
+from pipelines.core.rundir import RunDir
+from pipelines.core.vectors import load_vector_file
+from pipelines.core.warm_start import WarmStartPlan
 from trainer.layers import CategoricalEmbedding
 
 logger = logging.getLogger(__name__)
@@ -45,41 +43,17 @@ def row_keys(feature: FeatureConfig, tft_output: tft.TFTransformOutput) -> list[
     return None
 
 
-def tables_from_run(path: str, features: Iterable[str]) -> dict[str, SourceTable]:
+def tables_from_run(path: str, features: list[str]) -> dict[str, SourceTable]:
     """Embedding tables of an earlier run's exported model, with that run's own vocabularies."""
-    run = resolve_run(path)
+    run = RunDir(path)
     old: Config = config_from_dict(run.read_manifest()["config"])
     tft_output = tft.TFTransformOutput(run.transform_dir)
     variables = tf.saved_model.load(run.export_dir).embedding_tables
-    tables = {}
-    for name in features:
-        variable = variables.get(name)
-        if variable is None or name not in old.features:
-            logger.warning("warm start: %s has no embedding of %r; it starts fresh", run.path, name)
-            continue
-        tables[name] = SourceTable(variable.numpy(), row_keys(old.features[name], tft_output))
-    return tables
+    return {name: SourceTable(variables[name].numpy(), row_keys(old.features[name], tft_output))
+            for name in features if name in variables}
 
 
-def tables_from_vectors(path: str, feature: str) -> dict[str, SourceTable]:
-    """Pre-trained vectors: Parquet in embedpipe's schema, or word2vec/GloVe text (`key v1 v2 ...`)."""
-    if path.endswith(".parquet") or os.path.isdir(path):
-        table = pq.read_table(path, columns=["key", "embedding"])
-        return {feature: SourceTable(vectors_of(table), table.column("key").to_pylist())}
-    keys, rows = [], []
-    with tf.io.gfile.GFile(path) as handle:
-        for number, line in enumerate(handle):
-            parts = line.rstrip().split(" ")
-            if number == 0 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue  # word2vec header: count and dimension
-            keys.append(parts[0])
-            rows.append(np.asarray(parts[1:], np.float32))
-    if len({len(r) for r in rows}) > 1:
-        raise ValueError(f"{path}: rows of different lengths")
-    return {feature: SourceTable(np.stack(rows), keys)}
-
-
-def copy_rows(target: np.ndarray, target_keys: list[str] | None, source: SourceTable) -> np.ndarray:
+def copy_rows(target: np.ndarray, target_keys: list[str] | None, source: SourceTable) -> tuple[np.ndarray, int]:
     """`target` with every row whose key (or bucket) the source has replaced by the source's row.
 
     Args:
@@ -88,52 +62,50 @@ def copy_rows(target: np.ndarray, target_keys: list[str] | None, source: SourceT
         source: the earlier table and its keys.
 
     Returns:
-        A new [rows, dim] array.
+        A new [rows, dim] array and the number of rows copied.
     """
     if source.table.shape[1] != target.shape[1]:
         raise ValueError(f"dimension {source.table.shape[1]} of the source differs from {target.shape[1]}")
-    result = target.copy()
     if target_keys is None or source.keys is None:
         if source.table.shape[0] != target.shape[0]:
             raise ValueError(f"{source.table.shape[0]} source buckets, {target.shape[0]} here: nothing to copy")
-        return source.table.astype(target.dtype)
+        return source.table.astype(target.dtype), target.shape[0]
+    result = target.copy()
     index = {key: row for row, key in enumerate(source.keys)}
+    copied = 0
     for row, key in enumerate(target_keys):
         if key in index:
             result[row] = source.table[index[key]]
-    return result
+            copied += 1
+    return result, copied
 
 
-def apply_warm_start(config: Config, layers: dict[str, CategoricalEmbedding],
+def apply_warm_start(config: Config, plan: WarmStartPlan, layers: dict[str, CategoricalEmbedding],
                      tft_output: tft.TFTransformOutput) -> dict[str, dict]:
-    """Copies earlier rows into the model's embedding layers and freezes them if asked.
+    """Copies earlier rows into the model's embedding layers and freezes them as the plan says.
 
     Returns:
-        Per feature: rows copied, rows new, whether frozen (recorded in the manifest).
+        Per feature of the plan: rows copied and in all, whether frozen, or why it was not copied
+        (recorded in metrics.json).
     """
-    warm: WarmStartConfig = config.warm_start
-    names = [n for n in (warm.features or layers) if n in layers]
-    if not resolve_run(warm.source).exists():
-        if len(names) != 1:
-            raise ValueError("warm_start from a vector file needs exactly one feature in warm_start.features")
-        sources = tables_from_vectors(warm.source, names[0])
+    copied = [p for p in plan.copied() if p.feature in layers]
+    if plan.is_run:
+        sources = tables_from_run(plan.source, [p.feature for p in copied])
     else:
-        sources = tables_from_run(warm.source, names)
-    report = {}
-    for name in names:
+        vectors = load_vector_file(plan.source)
+        sources = {p.feature: SourceTable(vectors.vectors, vectors.keys) for p in copied}
+    report: dict[str, dict] = {}
+    for feature_plan in plan.features:
+        name = feature_plan.feature
+        if feature_plan.how == "skip" or name not in sources:
+            report[name] = {"copied": False, "reason": feature_plan.reason or "the source has no table of it"}
+            continue
         layer = layers[name]
-        if name in sources:
-            keys = row_keys(config.features[name], tft_output)
-            try:
-                table = copy_rows(layer.embeddings.numpy(), keys, sources[name])
-            except ValueError as error:
-                raise ValueError(f"warm start of {name!r}: {error}") from None
-            layer.embeddings.assign(table)
-            copied = (len(set(keys) & set(sources[name].keys)) if keys is not None and sources[name].keys is not None
-                      else table.shape[0])
-            report[name] = {"rows_copied": copied, "rows": int(table.shape[0])}
-        if name in warm.freeze and name in report:
-            layer.trainable = False
-            report[name]["frozen"] = True
-    logger.info("warm start from %s: %s", warm.source, report)
+        keys = None if feature_plan.how == "bucket" else row_keys(config.features[name], tft_output)
+        table, count = copy_rows(layer.embeddings.numpy(), keys, sources[name])
+        layer.embeddings.assign(table)
+        layer.trainable = not feature_plan.frozen
+        report[name] = {"copied": True, "by": feature_plan.how, "rows_copied": count, "rows": int(table.shape[0]),
+                        "frozen": feature_plan.frozen}
+    logger.info("warm start from %s: %s", plan.source, report)
     return report

@@ -11,12 +11,12 @@ from typing import Callable, Mapping
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipelines.config import FeatureConfig
-
-LABEL_VOCABULARY = "__label__"
-CROSS_SEPARATOR = "|"
+from pipelines.core.config import FeatureConfig
+from pipelines.core.names import CROSS_SEPARATOR, ESCAPE, LABEL_VOCABULARY
 
 Tensors = Mapping[str, tf.Tensor]
+_RE2_ESCAPE = ESCAPE * 2          # a literal backslash, in an RE2 pattern and in its rewrite
+_RE2_SEPARATOR = ESCAPE + CROSS_SEPARATOR
 
 
 def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | None = None,
@@ -44,7 +44,7 @@ def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | N
 def transform_feature(spec: FeatureConfig, inputs: Tensors) -> tf.Tensor:
     """One feature's transformed tensor (see the module docstring for shapes)."""
     if spec.type == "cross":
-        parts = [_as_string(inputs[column]) for column in spec.columns]
+        parts = [escape_part(_as_string(inputs[column])) for column in spec.columns]
         joined = tf.strings.join(parts, separator=CROSS_SEPARATOR)
         return tf.strings.to_hash_bucket_fast(joined, spec.hash_buckets)
     x = inputs[spec.column]
@@ -66,6 +66,13 @@ def transform_feature(spec: FeatureConfig, inputs: Tensors) -> tf.Tensor:
     if spec.type == "hash":
         return tf.strings.to_hash_bucket_fast(_as_string(x), spec.hash_buckets)
     return _numeric(spec, _as_float(x))
+
+
+def escape_part(part: tf.Tensor) -> tf.Tensor:
+    """A cross part with "\\" and "|" escaped, as `pipelines.core.names.escape_part` does: distinct
+    tuples of parts join to distinct keys (and usual values are unchanged)."""
+    escaped = tf.strings.regex_replace(part, _RE2_ESCAPE, _RE2_ESCAPE * 2)
+    return tf.strings.regex_replace(escaped, _RE2_SEPARATOR, _RE2_ESCAPE + CROSS_SEPARATOR)
 
 
 def tokenize(text: tf.Tensor, delimiter: str | None) -> tf.RaggedTensor:

@@ -8,23 +8,29 @@ not match): then the caller decodes that batch row by row, so results never depe
 from __future__ import annotations
 
 import io
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipelines.rows import RowTyper
-from pipelines.schema import FLOAT, INT, STRING, RawSchema
+from pipelines.stages.preprocess.rows import RowTyper
+from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, RawSchema
 
 FLOAT32_MAX = 3.4e38
 
 
 def read_csv_batch(lines: list[bytes], header: tuple[str, ...], delimiter: str) -> pa.Table | None:
-    """CSV lines -> a table of string columns, or None when a line is not a clean row."""
+    """CSV records -> a table of string columns, or None when a record is not a clean row."""
+    data = b"\n".join(lines)
+    # Records hold newlines only inside quoted fields (the source joins them); parsing for them
+    # costs time, so only batches that have one ask for it.
+    multiline = data.count(b"\n") >= len(lines)
     try:
         table = pacsv.read_csv(
-            io.BytesIO(b"\n".join(lines)),
+            io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=list(header), block_size=1 << 26),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False,
+                                              newlines_in_values=multiline),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
     except (pa.ArrowInvalid, UnicodeDecodeError):
@@ -78,7 +84,7 @@ def _as_text(column: pa.Array) -> pa.Array | None:
 def _strings(column: pa.Array) -> pa.Array | None:
     if pa.types.is_floating(column.type):
         return None  # 3.0 -> "3" is the per-row rule; keep one implementation of it
-    if pa.types.is_integer(column.type):
+    if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
         return pc.fill_null(column.cast(pa.string()), "")
     text = _as_text(column)
     return None if text is None else pc.fill_null(text.cast(pa.string()), "")
@@ -110,10 +116,12 @@ def _ids(column: pa.Array, buckets: int) -> tuple[pa.Array | None, int]:
     numbers = _numbers(column)
     if numbers is None or not pc.all(pc.equal(pc.floor(pc.fill_null(numbers, 0.0)), pc.fill_null(numbers, 0.0))).as_py():
         return None, 0
-    ids = pc.fill_null(numbers, -1.0).cast(pa.int64())
-    outside = pc.or_(pc.less(ids, 0), pc.greater_equal(ids, buckets))
-    bad = pc.sum(pc.and_(outside, pc.not_equal(ids, -1))).as_py() or 0
-    return pc.if_else(outside, -1, ids), bad
+    # Decided on the float64 values: an id too large for int64 (1e30) is out of range, as the
+    # per-row rule says, instead of failing the cast.
+    filled = pc.fill_null(numbers, -1.0)
+    outside = pc.or_(pc.less(filled, 0.0), pc.greater_equal(filled, float(buckets)))
+    bad = pc.sum(pc.and_(outside, pc.not_equal(filled, -1.0))).as_py() or 0
+    return pc.if_else(outside, -1.0, filled).cast(pa.int64()), bad
 
 
 def _label(column: pa.Array, kind: str) -> pa.Array | None:

@@ -1,178 +1,84 @@
-"""The job config: YAML -> frozen dataclasses, validated once, errors naming the key.
+"""YAML -> `Config`: every key validated once, before any work starts; errors name the key.
 
-The accepted keys are exactly those of DESIGN.md plus the few documented in the README
-(`input.delimiter`, `input.text_column`, `input.max_invalid_fraction`, `split.column`, the
-model's optimisation settings). Anything else is a `ConfigError` that names the key.
+The accepted keys are those of DESIGN.md plus the additions documented in docs/config.md.
+Anything else is a `ConfigError` that names the key (and suggests the closest known one).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 from typing import Any, Mapping
 
 import yaml
 
-INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord", "text")
-FEATURE_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "numeric", "text")
-CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "text")
-MODEL_KINDS = ("supervised", "two_tower", "skipgram")
-NORMALIZERS = ("zscore", "minmax", "none")
-TASKS = ("regression", "classification")
-OPTIMIZERS = ("adam", "adagrad", "sgd")
-SOFTMAX = ("in_batch", "full")
+from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, MODEL_KINDS, NORMALIZERS, OPTIMIZERS, SOFTMAX,
+                                   TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
+                                   SplitConfig, WarmStartConfig)
+from pipelines.core.errors import ConfigError
+
+# Feature names become Keras layer and input names, signature names and vocabulary file names.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+ENTITY_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+MAX_EXPANDED_VALUES = 100_000
+MAX_SEED = 2 ** 31 - 1
 
 
-class ConfigError(ValueError):
-    """A config value is missing, unknown or impossible; the message names the key."""
+# ---------------------------------------------------------------------------- YAML
 
 
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-    path: str
-    format: str
-    delimiter: str = ","
-    text_column: str = "text"
-    max_invalid_fraction: float = 0.01
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                                  f"(first on line {seen[key].start_mark.line + 1})")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitConfig:
-    """Deterministic split: by hash of `key` columns (whole record if empty) or by a flag `column`."""
-    eval_fraction: float = 0.1
-    key: tuple[str, ...] = ()
-    column: str | None = None
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values the document holds once every alias is expanded (computed per node, so it is fast
+    even when the answer is astronomically large)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
 
 
-@dataclasses.dataclass(frozen=True)
-class FeatureConfig:
-    name: str
-    type: str
-    column: str
-    top_k: int | None = None
-    frequency_threshold: int | None = None
-    num_oov_buckets: int = 1
-    values: tuple[str, ...] = ()
-    num_buckets: int | None = None
-    hash_buckets: int | None = None
-    columns: tuple[str, ...] = ()
-    normalize: str = "zscore"
-    bucketize: int | None = None
-    delimiter: str | None = None
+def parse_yaml(text: str, source: str) -> Any:
+    """The YAML document in `text`; `source` names it in errors.
 
-    @property
-    def raw_columns(self) -> tuple[str, ...]:
-        """Raw input columns this feature reads."""
-        return self.columns if self.type == "cross" else (self.column,)
-
-    @property
-    def is_categorical(self) -> bool:
-        """True when the transformed feature is an integer id that can be embedded."""
-        return self.type in CATEGORICAL_TYPES or (self.type == "numeric" and self.bucketize is not None)
-
-    @property
-    def uses_vocabulary_file(self) -> bool:
-        return self.type in ("vocabulary", "text")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    kind: str
-    embedding_dim: int = 32
-    embeddings: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    query: tuple[str, ...] = ()
-    candidate: tuple[str, ...] = ()
-    label: str | None = None
-    task: str = "regression"
-    epochs: int = 10
-    batch_size: int = 1024
-    learning_rate: float = 0.01
-    optimizer: str = "adam"
-    hidden_units: tuple[int, ...] = (64, 32)
-    early_stopping_patience: int = 0
-    seed: int = 42
-    temperature: float = 0.05
-    sampling_correction: bool = True
-    softmax: str = "in_batch"
-    window: int = 5
-    negatives: int = 5
-    subsample: float = 1e-3
-    l2: float = 0.0
-    query_history: int = 0
-    history_order: str | None = None
-    eval_max_examples: int = 20000
-
-    def dim_of(self, feature: str) -> int:
-        """Embedding dimension of `feature`: its own setting, else the default."""
-        return int(self.embeddings.get(feature, self.embedding_dim))
-
-
-@dataclasses.dataclass(frozen=True)
-class WarmStartConfig:
-    """Initial embedding rows from an earlier run (a run dir, `<output>/LATEST`) or a vector file.
-
-    Attributes:
-        source: the run or file.
-        features: features to warm-start (empty: every embedded feature the source has).
-        freeze: warm-started features whose rows stay fixed during training.
+    Raises:
+        ConfigError: not YAML, a key given twice, or more than MAX_EXPANDED_VALUES values once
+            aliases are expanded (a "billion laughs" document).
     """
-    source: str
-    features: tuple[str, ...] = ()
-    freeze: tuple[str, ...] = ()
+    try:
+        node = yaml.compose(text, Loader=_StrictLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
+            raise ConfigError(f"{source}: more than {MAX_EXPANDED_VALUES:,} values once YAML aliases are "
+                              "expanded; a config is never that large")
+        return yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}" if not str(error).startswith(source) else str(error)) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML ({_one_line(str(error))})") from None
 
 
-@dataclasses.dataclass(frozen=True)
-class EntityConfig:
-    name: str
-    key: str
-    metadata: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    name: str
-    input: InputConfig
-    split: SplitConfig
-    features: Mapping[str, FeatureConfig]
-    model: ModelConfig
-    entities: tuple[EntityConfig, ...]
-    output: str
-    warm_start: WarmStartConfig | None = None
-    align_to: str | None = None
-
-    @property
-    def label_column(self) -> str | None:
-        return self.model.label if self.model.kind == "supervised" else None
-
-    def tower_of(self, feature: str) -> str | None:
-        """`query` or `candidate` for a two-tower feature, else None."""
-        if self.model.kind != "two_tower":
-            return None
-        if feature in self.model.query:
-            return "query"
-        return "candidate" if feature in self.model.candidate else None
-
-    def entity_feature_columns(self, entity: EntityConfig) -> tuple[str, ...]:
-        """Raw columns whose values the embed job needs to compute this entity's vector."""
-        tower = self.tower_of(entity.key)
-        names = getattr(self.model, tower) if tower else (entity.key,)
-        seen: dict[str, None] = {}
-        for name in names:
-            for column in self.features[name].raw_columns:
-                seen.setdefault(column, None)
-        return tuple(seen)
-
-    def raw_columns(self) -> tuple[str, ...]:
-        """Every raw column the job reads, in a stable order."""
-        seen: dict[str, None] = {}
-        for feature in self.features.values():
-            for column in feature.raw_columns:
-                seen.setdefault(column, None)
-        extra = [self.label_column, self.split.column, *self.split.key]
-        extra += [m for e in self.entities for m in e.metadata]
-        for column in extra:
-            if column:
-                seen.setdefault(column, None)
-        return tuple(seen)
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -193,7 +99,9 @@ class _Section:
     def check_keys(self, allowed: tuple[str, ...]) -> None:
         for name in self.data:
             if name not in allowed:
-                raise ConfigError(f"{self.key(str(name))}: unknown key (allowed: {', '.join(allowed)})")
+                close = difflib.get_close_matches(str(name), allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"{self.key(str(name))}: unknown key ({hint}allowed: {', '.join(allowed)})")
 
     def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
         if name not in self.data or self.data[name] is None:
@@ -206,13 +114,15 @@ class _Section:
         if isinstance(value, bool) and kind is not bool:
             raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}, got a boolean")
         if not isinstance(value, kind):
-            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}, got {value!r}")
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}, got {_shown(value)}")
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
         value = self.get(name, str, default, required=default is None)
         if value not in choices:
-            raise ConfigError(f"{self.key(name)}: {value!r} is not one of {', '.join(choices)}")
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{self.key(name)}: {_shown(value)} is not one of {', '.join(choices)}{hint}")
         return value
 
     def positive_int(self, name: str, default: int | None = None, required: bool = False,
@@ -228,8 +138,14 @@ class _Section:
             return default
         items = [value] if isinstance(value, str) else value
         if not all(isinstance(item, str) and item for item in items):
-            raise ConfigError(f"{self.key(name)}: expected a list of names, got {value!r}")
+            raise ConfigError(f"{self.key(name)}: expected a list of names, got {_shown(value)}")
         return tuple(items)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -323,10 +239,10 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         if feature not in features:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: not a configured feature")
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ConfigError(f"{section.key('embeddings')}.{feature}: must be a positive integer, got {dim!r}")
+            raise ConfigError(f"{section.key('embeddings')}.{feature}: must be a positive integer, got {_shown(dim)}")
     hidden = section.get("hidden_units", list, [64, 32])
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ConfigError(f"{section.key('hidden_units')}: expected a list of positive integers, got {hidden!r}")
+        raise ConfigError(f"{section.key('hidden_units')}: expected a list of positive integers, got {_shown(hidden)}")
     model = ModelConfig(
         kind=kind,
         embedding_dim=section.positive_int("embedding_dim", 32),
@@ -341,7 +257,7 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         optimizer=section.choice("optimizer", OPTIMIZERS, "adam"),
         hidden_units=tuple(hidden),
         early_stopping_patience=section.positive_int("early_stopping_patience", 0, minimum=0),
-        seed=section.get("seed", int, 42),
+        seed=section.positive_int("seed", 42, minimum=0),
         temperature=section.get("temperature", float, 0.05),
         sampling_correction=section.get("sampling_correction", bool, True),
         softmax=section.choice("softmax", SOFTMAX, "in_batch"),
@@ -353,6 +269,8 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         history_order=section.get("history_order", str),
         eval_max_examples=section.positive_int("eval_max_examples", 20000),
     )
+    if model.seed > MAX_SEED:
+        raise ConfigError(f"{section.key('seed')}: must be at most {MAX_SEED}, got {model.seed}")
     if model.learning_rate <= 0 or not math.isfinite(model.learning_rate):
         raise ConfigError(f"{section.key('learning_rate')}: must be a positive number")
     if not 0 < model.subsample <= 1:
@@ -408,7 +326,7 @@ def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) ->
             key=section.get("key", str, required=True),
             metadata=section.names("metadata"),
         )
-        if not entity.name.replace("_", "").replace("-", "").isalnum():
+        if not ENTITY_NAME_PATTERN.match(entity.name):
             raise ConfigError(f"{section.key('name')}: {entity.name!r} must be letters, digits, '_' or '-'")
         feature = config_features.get(entity.key)
         if feature is None:
@@ -448,6 +366,7 @@ def config_from_dict(data: Any) -> Config:
     features_section = _Section(root.get("features", dict, required=True), "features")
     if not features_section.data:
         raise ConfigError("features: at least one feature is required")
+    _check_feature_names([str(n) for n in features_section.data])
     features = {str(n): _parse_feature(str(n), _Section(spec, f"features.{n}"))
                 for n, spec in features_section.data.items()}
     model = _parse_model(_Section(root.get("model", dict, required=True), "model"), features)
@@ -467,17 +386,30 @@ def config_from_dict(data: Any) -> Config:
     )
 
 
+def _check_feature_names(names: list[str]) -> None:
+    folded: dict[str, str] = {}
+    for name in names:
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"features.{name}: a feature name is a letter followed by letters, digits or '_' "
+                              f"(read a column named {name!r} with `column: {name!r}` under another name)")
+        if name.startswith("_") or name.lower() in folded:
+            other = folded.get(name.lower())
+            raise ConfigError(f"features.{name}: differs from feature {other!r} only in letter case; their "
+                              "vocabulary files would collide on case-insensitive filesystems")
+        folded[name.lower()] = name
+
+
 def load_config(path: str) -> tuple[Config, dict]:
     """Reads a YAML config file.
 
     Returns:
         The validated config and the raw mapping (recorded in the run's manifest).
     """
+    from pipelines.core import fs
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config ({error.strerror})") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        text = fs.read_text(path)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError(f"{path}: cannot read config ({reason})") from None
+    data = parse_yaml(text, path)
     return config_from_dict(data), data

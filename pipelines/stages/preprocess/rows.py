@@ -3,7 +3,9 @@
 Missing values (an empty CSV field, a JSON null, an absent key or tf.Example feature) get these
 defaults: categorical strings -> "" (the OOV bucket of a vocabulary, the hash bucket of "" for
 hashes), identity ids -> -1 (the default bucket), numbers -> NaN (imputed with the training mean
-by the transform). A missing or non-finite label makes the row invalid.
+by the transform). A missing or non-finite label makes the row invalid, and so does a nested
+value (a JSON object or list) where a column holds one value. Booleans are the categories
+"true" and "false", as JSON writes them.
 """
 from __future__ import annotations
 
@@ -16,16 +18,25 @@ from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 
-from pipelines.batched_io import CorruptRecord
-from pipelines.config import Config
-from pipelines.schema import FLOAT, INT, STRING, RawSchema
+from pipelines.core.config import Config
+from pipelines.stages.preprocess.batched_io import CorruptRecord
+from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, RawSchema
 
 EVAL_FLAGS = frozenset({"1", "true", "t", "yes", "y", "eval"})
 _HASH_SCALE = float(2 ** 64)
 
 
 class InvalidRow(ValueError):
-    """The record cannot be used; the message is the reason written to `invalid/`."""
+    """The record cannot be used; the message is the reason written to `invalid/`.
+
+    Attributes:
+        kind: the reason without the offending value ("column 'x': not a number"), under which
+            invalid rows are counted and summarised.
+    """
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind or message
 
 
 def record_text(record: Any) -> str:
@@ -44,43 +55,48 @@ def _utf8(record: bytes) -> str:
     try:
         return record.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidRow(f"invalid UTF-8 at byte {error.start}") from error
+        raise InvalidRow(f"invalid UTF-8 at byte {error.start}", "invalid UTF-8") from error
 
 
-def make_decoder(config: Config, schema: RawSchema) -> Callable[[Any], Mapping[str, Any]]:
-    """Returns a function raw record -> {column: value or None} for the configured format."""
+def make_decoder(config: Config, schema: RawSchema) -> Callable[[Any, str], Mapping[str, Any]]:
+    """Returns a function (raw record, its file) -> {column: value or None} for the configured format."""
     fmt = config.input.format
     if fmt == "csv":
-        header, delimiter = schema.header, config.input.delimiter
+        delimiter = config.input.delimiter
 
-        def decode_csv(record: bytes) -> Mapping[str, Any]:
-            fields = next(csv.reader([_utf8(record)], delimiter=delimiter), [])
+        def decode_csv(record: bytes, source: str) -> Mapping[str, Any]:
+            header = schema.header_of(source)
+            try:
+                fields = next(csv.reader([_utf8(record)], delimiter=delimiter, strict=True), [])
+            except csv.Error as error:
+                raise InvalidRow(f"not a CSV row ({error})", "not a CSV row") from None
             if len(fields) != len(header):
-                raise InvalidRow(f"expected {len(header)} CSV fields, got {len(fields)}")
+                raise InvalidRow(f"expected {len(header)} CSV fields, got {len(fields)}", "wrong number of CSV fields")
             return dict(zip(header, fields))
         return decode_csv
     if fmt == "jsonl":
-        def decode_json(record: bytes) -> Mapping[str, Any]:
+        def decode_json(record: bytes, source: str) -> Mapping[str, Any]:
             try:
                 value = json.loads(_utf8(record))
             except ValueError as error:
-                raise InvalidRow(f"invalid JSON ({error.msg} at column {error.colno})") from error
+                raise InvalidRow(f"invalid JSON ({error.msg} at column {error.colno})", "invalid JSON") from error
             if not isinstance(value, dict):
-                raise InvalidRow(f"a JSON line must be an object, got {type(value).__name__}")
+                raise InvalidRow(f"a JSON line must be an object, got {type(value).__name__}",
+                                 "JSON line is not an object")
             return value
         return decode_json
     if fmt == "text":
         column = config.input.text_column
-        return lambda record: {column: _utf8(record)}
+        return lambda record, source: {column: _utf8(record)}
     if fmt == "tfrecord":
         return _decode_example
-    return lambda record: record  # parquet rows arrive as dicts
+    return lambda record, source: record  # parquet rows arrive as dicts
 
 
-def _decode_example(record: bytes) -> Mapping[str, Any]:
+def _decode_example(record: bytes, source: str) -> Mapping[str, Any]:
     from tensorflow.core.example import example_pb2
     if isinstance(record, CorruptRecord):
-        raise InvalidRow(record.reason)
+        raise InvalidRow(record.reason, "corrupt TFRecord data")
     try:
         example = example_pb2.Example.FromString(record)
     except Exception as error:  # protobuf raises DecodeError, not a public subclass of ValueError
@@ -90,7 +106,8 @@ def _decode_example(record: bytes) -> Mapping[str, Any]:
         kind = feature.WhichOneof("kind")
         items = list(getattr(feature, kind).value) if kind else []
         if len(items) > 1:
-            raise InvalidRow(f"feature {name!r} has {len(items)} values; one is expected")
+            raise InvalidRow(f"feature {name!r} has {len(items)} values; one is expected",
+                             f"feature {name!r}: several values")
         values[name] = items[0] if items else None
     return values
 
@@ -124,6 +141,10 @@ class RowTyper:
         for column in self.columns:
             value = row.get(column)
             kind = self._types.get(column)
+            if isinstance(value, (dict, list)) and column in self._types:
+                shape = "an object" if isinstance(value, dict) else "a list"
+                raise InvalidRow(f"column {column!r}: {shape} where one value is expected",
+                                 f"column {column!r}: nested value")
             if column == self._label:
                 value = self._label_value(column, value, kind)
             elif kind == FLOAT:
@@ -160,7 +181,9 @@ def _string(column: str, value: Any) -> str:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise InvalidRow(f"column {column!r}: invalid UTF-8") from error
+            raise InvalidRow(f"column {column!r}: invalid UTF-8", "invalid UTF-8") from error
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 3.0 from a typed format is the category "3", as in a CSV
     return str(value)
@@ -171,11 +194,14 @@ def _metadata(column: str, value: Any, arrow_type: pa.DataType) -> Any:
     if value is None:
         return None
     if pa.types.is_string(arrow_type):
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
         return _string(column, value)
     try:
         return {pa.int64(): int, pa.float64(): float, pa.bool_(): bool}[arrow_type](value)
     except (TypeError, ValueError):
-        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not of type {arrow_type}") from None
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not of type {arrow_type}",
+                         f"column {column!r}: not of type {arrow_type}") from None
 
 
 def _number(column: str, value: Any) -> float:
@@ -186,9 +212,11 @@ def _number(column: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not a number") from None
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not a number",
+                         f"column {column!r}: not a number") from None
     if math.isinf(number) or abs(number) > 3.4e38:
-        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is out of float32 range")
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is out of float32 range",
+                         f"column {column!r}: out of float32 range")
     return number
 
 
@@ -197,7 +225,8 @@ def _integer(column: str, value: Any) -> int:
     if math.isnan(number):
         return -1
     if not number.is_integer():
-        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not an integer id")
+        raise InvalidRow(f"column {column!r}: {str(value)[:50]!r} is not an integer id",
+                         f"column {column!r}: not an integer id")
     return int(number)
 
 

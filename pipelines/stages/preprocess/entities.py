@@ -8,8 +8,7 @@ For each key and column the value kept is the smallest seen, so every runner and
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -19,18 +18,20 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipelines.config import Config, EntityConfig, FeatureConfig
-from pipelines.schema import RawSchema
-from transforms.preprocessing import CROSS_SEPARATOR
-
-ENTITY_TABLES = os.path.join("data", "entities")
+from pipelines.core import fs
+from pipelines.core.beam_runner import COUNTER_NAMESPACE
+from pipelines.core.config import Config, EntityConfig, FeatureConfig
+from pipelines.core.names import CROSS_SEPARATOR, ESCAPE
+from pipelines.core.rundir import RunDir
+from pipelines.stages.preprocess.schema import RawSchema
 
 
 def entity_value_columns(config: Config, entity: EntityConfig) -> tuple[str, ...]:
-    """Raw columns stored beside each key: the model's other inputs for it (a movie's genres), then
-    its metadata. The key feature's own columns are not stored: the embed job derives them from the
-    key (a token is its own text, "3|17" is day 3 and hour 17)."""
-    derived = set(config.features[entity.key].raw_columns)
+    """Raw columns stored beside each key: the model's inputs for it (a cross's parts, a movie's
+    genres), then its metadata. A single-column key feature's column is not stored: the key is its
+    value (a token is its own text)."""
+    feature = config.features[entity.key]
+    derived = set() if feature.type == "cross" else {feature.column}
     columns = [c for c in config.entity_feature_columns(entity) if c not in derived]
     columns += [m for m in entity.metadata if m not in columns]
     return tuple(columns)
@@ -45,11 +46,12 @@ def entity_table_schema(config: Config, schema: RawSchema, entity: EntityConfig)
 def entity_keys(feature: FeatureConfig, table: pa.Table) -> tuple[pa.Array, pa.Array]:
     """The entity keys a batch of typed raw rows holds for `feature`, and the row of each key.
 
-    Crosses join their columns with "|"; text gives its lower-cased tokens (as the transform does);
-    identity ids outside their range, and missing values, give no key.
+    Crosses join their escaped parts with "|" (`pipelines.core.names`); text gives its lower-cased
+    tokens (as the transform does); identity ids outside their range, and missing values, give no key.
     """
     if feature.type == "cross":
-        keys = pc.binary_join_element_wise(*[table.column(c) for c in feature.columns], CROSS_SEPARATOR)
+        parts = [_escaped(table.column(c).cast(pa.string())) for c in feature.columns]
+        keys = pc.binary_join_element_wise(*parts, CROSS_SEPARATOR)
         return keys.combine_chunks(), pa.array(range(table.num_rows), pa.int64())
     column = table.column(feature.column).combine_chunks()
     if feature.type == "identity":
@@ -66,6 +68,13 @@ def entity_keys(feature: FeatureConfig, table: pa.Table) -> tuple[pa.Array, pa.A
     return pc.take(keys, present), pc.take(parents, present)
 
 
+def _escaped(part: pa.ChunkedArray) -> pa.ChunkedArray:
+    escaped = pc.replace_substring(part, ESCAPE, ESCAPE * 2)
+    return pc.replace_substring(escaped, CROSS_SEPARATOR, ESCAPE + CROSS_SEPARATOR)
+
+
+@beam.typehints.with_input_types(pa.RecordBatch)
+@beam.typehints.with_output_types(tuple[tuple[str, str], tuple[int, Any]])
 class ExtractEntityKeys(beam.DoFn):
     """Raw record batch -> ((entity, key), (train count, values)), one per key per bundle.
 
@@ -135,20 +144,25 @@ def _smaller(a: Any, b: Any) -> Any:
     return min(a, b)
 
 
-class WriteEntityTables(beam.PTransform):
-    """Writes one Parquet entity table per configured entity under `<root>/data/entities/`."""
+class SplitRows(NamedTuple):
+    """Typed raw record batches of the training and the eval split."""
+    train: beam.PCollection
+    eval: beam.PCollection
 
-    def __init__(self, config: Config, schema: RawSchema, root: str):
+
+class WriteEntityTables(beam.PTransform):
+    """Writes one Parquet entity table per configured entity into the staged run's `data/entities/`."""
+
+    def __init__(self, config: Config, schema: RawSchema, staged: RunDir):
         super().__init__()
         self._config = config
         self._schema = schema
-        self._root = root
+        self._staged = staged
 
-    def expand(self, splits: tuple[beam.PCollection, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, splits: SplitRows) -> dict[str, beam.PCollection]:
         # Keys, not record batches, are flattened: a runner may hold a Flatten's inputs in full.
-        train, evaluation = splits
-        merged = ((train | "ExtractTrainEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config, is_train=True)),
-                   evaluation | "ExtractEvalEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config, is_train=False)))
+        merged = ((splits.train | "ExtractTrainEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config, True)),
+                   splits.eval | "ExtractEvalEntityKeys" >> beam.ParDo(ExtractEntityKeys(self._config, False)))
                   | "FlattenEntityKeys" >> beam.Flatten()
                   | "MergeEntityKeys" >> beam.CombinePerKey(MergeEntityKeys()))
         entities = self._config.entities
@@ -161,12 +175,12 @@ class WriteEntityTables(beam.PTransform):
                 part
                 | f"ToRow[{entity.name}]" >> beam.Map(_to_row, columns, entity.name)
                 | f"WriteTable[{entity.name}]" >> beam.io.WriteToParquet(
-                    os.path.join(self._root, ENTITY_TABLES, entity.name, "part"),
+                    fs.join(self._staged.entity_table_dir(entity.name), "part"),
                     entity_table_schema(self._config, self._schema, entity), file_name_suffix=".parquet"))
         return written
 
 
 def _to_row(item: tuple[tuple[str, str], tuple[int, tuple]], columns: tuple[str, ...], entity: str) -> dict:
     (_, key), (count, values) = item
-    Metrics.counter("embedpipe", f"entity_keys_{entity}").inc()
+    Metrics.counter(COUNTER_NAMESPACE, f"entity_keys_{entity}").inc()
     return {"key": key, "count": count, **dict(zip(columns, values))}

@@ -1,0 +1,102 @@
+"""The lines that end a stage and a run: counts, the headline metric beside its baselines, where the
+vectors are and what to try next."""
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.core import fs
+from pipelines.core.rundir import RunDir
+from pipelines.tools.neighbors import load_entity
+
+SHOWN_REASONS = 3
+
+
+def preprocess_lines(facts: dict[str, Any]) -> list[str]:
+    counts = facts["counts"]
+    lines = [f"{counts['rows_read']:,} rows read: {counts['rows_valid']:,} valid ({counts['rows_train']:,} train, "
+             f"{counts['rows_eval']:,} eval), {counts['rows_invalid']:,} invalid"]
+    reasons = facts.get("invalid_reasons", {})
+    if reasons:
+        shown = "; ".join(f"{count:,} x {kind}" for kind, count in list(reasons.items())[:SHOWN_REASONS])
+        more = f"; {len(reasons) - SHOWN_REASONS} more reasons" if len(reasons) > SHOWN_REASONS else ""
+        lines.append(f"warning: invalid rows: {shown}{more} (rows and reasons in invalid/)")
+    if counts.get("identity_out_of_range"):
+        lines.append(f"warning: {counts['identity_out_of_range']:,} identity ids outside [0, num_buckets) went to "
+                     "the default bucket")
+    if counts["rows_eval"] == 0:
+        lines.append("warning: the eval split is empty: training runs without validation and reports no eval metrics")
+    return lines
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The metric that matters beside its same-run baselines."""
+    if "rmse" in metrics:
+        return (f"eval RMSE {metrics['rmse']:.4g} (training mean {metrics.get('baseline_mean_rmse', float('nan')):.4g}, "
+                f"linear {metrics.get('baseline_linear_rmse', float('nan')):.4g})")
+    if "accuracy" in metrics:
+        return (f"eval accuracy {metrics['accuracy']:.4g} "
+                f"(majority class {metrics.get('baseline_majority_accuracy', float('nan')):.4g})")
+    if "hr@10" in metrics:
+        return (f"eval HR@10 {metrics['hr@10']:.4g}, NDCG@10 {metrics['ndcg@10']:.4g} "
+                f"(popularity {metrics.get('baseline_popularity_hr@10', float('nan')):.4g}, "
+                f"{metrics.get('baseline_popularity_ndcg@10', float('nan')):.4g})")
+    if "words_per_second" in metrics:
+        return f"{metrics['train_tokens']:,} training tokens, {metrics['words_per_second']:,.0f} words/s"
+    return "no eval metrics (the eval split is empty)"
+
+
+def train_lines(metrics: dict[str, Any]) -> list[str]:
+    epochs = f"{metrics.get('epochs_run', 0)} epochs"
+    if metrics.get("best_epoch"):
+        epochs += f", best {metrics['best_epoch']}"
+    lines = [f"{headline(metrics)}; {epochs}, fit {metrics.get('fit_seconds', 0):.1f} s"]
+    warm = metrics.get("warm_start")
+    if warm:
+        parts = [f"{name} {'copied ' + format(f['rows_copied'], ',') + ' rows' if f['copied'] else 'not copied: ' + f['reason']}"
+                 for name, f in warm["features"].items()]
+        lines.append(f"warm start from {warm['from']}: " + "; ".join(parts))
+    return lines
+
+
+def embed_lines(facts: dict[str, Any]) -> list[str]:
+    lines = [", ".join(f"{name} {count:,}" for name, count in facts["entities"].items()) + " vectors"]
+    examples = facts.get("dropped_key_examples", {})
+    for name, count in facts.get("dropped_keys", {}).items():
+        if count:
+            shown = ", ".join(repr(k) for k in examples.get(name, []))
+            lines.append(f"warning: {name}: {count:,} keys left out: outside the vocabulary (seen only in eval "
+                         f"rows, below frequency_threshold or beyond top_k), e.g. {shown}")
+    aligned = facts.get("aligned_to")
+    if aligned:
+        spaces = "; ".join(f"{space} over {s['shared_keys']:,} shared keys, mean cosine {s['mean_cosine_after']:.3f}"
+                           if s.get("aligned") else f"{space} not aligned (no shared keys)"
+                           for space, s in aligned["spaces"].items())
+        lines.append(f"aligned to {aligned['run']}: {spaces}")
+    return lines
+
+
+def next_commands(run: RunDir) -> list[str]:
+    """Commands worth trying on a complete run (on its first entity)."""
+    output = fs.join(run.output, "LATEST")
+    entities = [e["name"] for e in run.read_manifest()["config"]["entities"]]
+    if not run.published_entities():
+        return []
+    first = entities[0]
+    vectors = load_entity(run, first)
+    key = vectors.keys[int(vectors.rows_by_count()[0])] if vectors.keys else ""
+    return [f'embedpipe neighbors {output} --entity {first} --key "{key}"',
+            f"embedpipe plot {output} --entity {first} --out {first}.png",
+            f"tensorboard --logdir {run.join('model', 'logs')}"]
+
+
+def run_lines(run: RunDir, seconds: float) -> list[str]:
+    """The end of a complete run: where the Parquet and the logs are, what to try next."""
+    entities = ",".join(e["name"] for e in run.read_manifest()["config"]["entities"])
+    lines = [f"{'run':<10} complete in {seconds:.0f} s",
+             f"  vectors  {run.join('embeddings')}/" + "{" + entities + "}/*.parquet",
+             f"  logs     {run.join('logs')}/"]
+    following = next_commands(run)
+    if following:
+        lines.append("  next     " + following[0])
+        lines += ["           " + command for command in following[1:]]
+    return lines

@@ -1,0 +1,119 @@
+"""neighbors, index, cluster, projector, plot, runs, compare, evaluate: read-only looks at runs.
+
+They import neither TensorFlow nor Beam (except `neighbors --keys-file`, a Beam job), so they
+answer in about a second.
+"""
+from __future__ import annotations
+
+import argparse
+
+from pipelines.cli.console import Console
+from pipelines.cli.parser import positive
+from pipelines.core.errors import UsageError
+from pipelines.core.rundir import latest_id, list_runs, resolve_run
+
+
+def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.index import indexer_for
+    from pipelines.tools.neighbors import load_entity, neighbor_lines
+    positive("-k", args.k)
+    run = resolve_run(args.run_dir)
+    if args.keys_file:
+        from pipelines.core.beam_runner import pipeline_options
+        from pipelines.tools.batch_neighbors import run_batch_neighbors
+        if not args.output_prefix:
+            raise UsageError("--keys-file needs --output-prefix")
+        missing = run_batch_neighbors(run, args.entity, args.keys_file, args.output_prefix, args.k, args.exact,
+                                      pipeline_options(beam_args))
+        if missing:
+            console.line(f"warning: {missing:,} keys of {args.keys_file} are not in {args.entity}")
+        print(f"{args.output_prefix}-*.parquet")
+        return 0
+    entity = load_entity(run, args.entity)
+    indexer = None if args.exact else indexer_for(run, entity, args.entity)
+    for line in neighbor_lines(entity, args.entity, args.key, args.k, indexer, "exact" if indexer is None else "index"):
+        print(line)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.index import UsearchIndexer, build_index, recall_at_k
+    from pipelines.tools.neighbors import load_entity
+    run = resolve_run(args.run_dir)
+    facts = build_index(run, args.entity)
+    recall = recall_at_k(load_entity(run, args.entity), UsearchIndexer(run, args.entity))
+    print(f"{facts['entity']}: {facts['vectors']:,} vectors of {facts['dim']} dims, {facts['metric']}, "
+          f"recall@10 {recall:.3f} on a sample -> {facts['path']}")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.explore import cluster
+    run = resolve_run(args.run_dir)
+    examples, sizes = cluster(run, args.entity, args.k)
+    for cluster_id, names in examples.items():
+        print(f"cluster {cluster_id:3d}  {sizes[cluster_id]:6d} keys  e.g. {'; '.join(names)}")
+    print(run.clusters_dir(args.entity))
+    return 0
+
+
+def cmd_projector(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.explore import write_projector
+    positive("--sample", args.sample)
+    directory = write_projector(resolve_run(args.run_dir), args.entity, args.sample)
+    print(f"tensorboard --logdir {directory}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.plot import plot
+    positive("--sample", args.sample)
+    print(plot(resolve_run(args.run_dir), args.entity, args.out, args.method, args.sample))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.core import fs
+    from pipelines.tools.runs import describe, prune_runs
+    positive("--keep", args.keep)
+    if not fs.isdir(args.output):
+        raise UsageError(f"{args.output}: no such output directory")
+    if args.keep is not None:
+        deleted, in_use = prune_runs(args.output, args.keep)
+        for run_id in deleted:
+            print(f"deleted {run_id}")
+        for run_id in in_use:
+            console.line(f"kept {run_id}: in use by a running process")
+    latest = latest_id(args.output)
+    for run in list_runs(args.output):
+        facts = describe(run)
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in facts["metrics"].items())
+        entities = " ".join(f"{k}={v}" for k, v in facts["entities"].items())
+        marker = "*" if run.run_id == latest else " "
+        print(f"{marker} {facts['run_id']}  {facts['status']:<22} {metrics}  {entities}".rstrip())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.neighbors import load_entity
+    from pipelines.tools.word_eval import read_word_pairs, text_entity, word_similarity
+    run = resolve_run(args.run_dir)
+    entity = load_entity(run, args.entity or text_entity(run))
+    for path in args.word_pairs:
+        try:
+            result = word_similarity(entity, read_word_pairs(path))
+        except (OSError, ValueError) as error:
+            raise UsageError(str(error)) from None
+        spearman = f"{result['spearman']:.4f}" if "spearman" in result else "n/a (under 3 pairs)"
+        print(f"{path}: Spearman {spearman} over {result['pairs_evaluated']} of {result['pairs']} pairs, "
+              f"{result['oov_share']:.1%} out of vocabulary")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.drift import compare_runs
+    positive("-k", args.k)
+    report = compare_runs(resolve_run(args.old_run), resolve_run(args.new_run), args.entity, args.k)
+    for key, value in report.items():
+        print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+    return 0

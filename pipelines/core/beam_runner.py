@@ -1,0 +1,88 @@
+"""Beam pipelines as embedpipe runs them: options checked up front, the local runner pinned,
+counters read back.
+
+Without `--runner`, Beam 2.77's DirectRunner first tries the Prism runner, which downloads a Go
+binary at run time (and falls back to the in-process runner when that fails). embedpipe never
+downloads anything: without `--runner` it runs Beam's in-process FnApiRunner itself (the runner
+every test and benchmark uses), honouring `--direct_num_workers` and `--direct_running_mode`. Any
+`--runner` given passes through untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from pipelines.core.errors import UsageError
+
+COUNTER_NAMESPACE = "embedpipe"
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam's options for these arguments, every one of them checked.
+
+    Raises:
+        UsageError: an option Beam does not know (with the closest one), or a bad value.
+    """
+    parsers = []
+    options = PipelineOptions(beam_args)
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages):
+            options.get_all_options(add_extra_args_fn=parsers.append)
+    except SystemExit:
+        last = (messages.getvalue().strip().splitlines() or ["invalid Beam option"])[-1]
+        raise UsageError(last.split("error: ", 1)[-1]) from None
+    _, unknown = parsers[0].parse_known_args(beam_args)
+    for argument in unknown:
+        if argument == "--":
+            continue
+        known = [name for action in parsers[0]._actions for name in action.option_strings]
+        close = difflib.get_close_matches(argument.split("=", 1)[0], known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"unrecognized option {argument}{hint}; see `embedpipe run --help`")
+    return options
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """The runner a pipeline with these options runs on, as the manifest records it."""
+    runner = options.view_as(StandardOptions).runner
+    if runner:
+        return runner if isinstance(runner, str) else type(runner).__name__
+    direct = options.view_as(DirectOptions)
+    return f"{LOCAL_RUNNER} ({direct.direct_running_mode}, {direct.direct_num_workers or 1} worker(s))"
+
+
+def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A pipeline on the runner `options` names, or on the pinned in-process runner."""
+    if options.view_as(StandardOptions).runner:
+        return beam.Pipeline(options=options)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    # As Beam's DirectRunner builds it, so DoFns see the pipeline options in their provision info.
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+        pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
+
+
+def run_pipeline(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
+    """Runs and waits; the result's counters are final."""
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def read_counters(result: beam.runners.runner.PipelineResult, names: tuple[str, ...] = (),
+                  namespace: str = COUNTER_NAMESPACE) -> dict[str, int]:
+    """Committed values of every counter in `namespace`; `names` appear as 0 when they never fired."""
+    counts = {name: 0 for name in names}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+        name = counter.key.metric.name
+        counts[name] = counts.get(name, 0) + (counter.committed or 0)
+    return counts

@@ -1,0 +1,190 @@
+"""The job config as frozen dataclasses, one per section (parsed and validated by `config_parse`).
+
+Every key, its default and an example are in docs/config.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord", "text")
+FEATURE_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "numeric", "text")
+CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "text")
+MODEL_KINDS = ("supervised", "two_tower", "skipgram")
+NORMALIZERS = ("zscore", "minmax", "none")
+TASKS = ("regression", "classification")
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+SOFTMAX = ("in_batch", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    path: str
+    format: str
+    delimiter: str = ","
+    text_column: str = "text"
+    max_invalid_fraction: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Deterministic split: by hash of `key` columns (whole record if empty) or by a flag `column`."""
+    eval_fraction: float = 0.1
+    key: tuple[str, ...] = ()
+    column: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    name: str
+    type: str
+    column: str
+    top_k: int | None = None
+    frequency_threshold: int | None = None
+    num_oov_buckets: int = 1
+    values: tuple[str, ...] = ()
+    num_buckets: int | None = None
+    hash_buckets: int | None = None
+    columns: tuple[str, ...] = ()
+    normalize: str = "zscore"
+    bucketize: int | None = None
+    delimiter: str | None = None
+
+    @property
+    def raw_columns(self) -> tuple[str, ...]:
+        """Raw input columns this feature reads."""
+        return self.columns if self.type == "cross" else (self.column,)
+
+    @property
+    def is_categorical(self) -> bool:
+        """True when the transformed feature is an integer id that can be embedded."""
+        return self.type in CATEGORICAL_TYPES or (self.type == "numeric" and self.bucketize is not None)
+
+    @property
+    def uses_vocabulary_file(self) -> bool:
+        return self.type in ("vocabulary", "text")
+
+    @property
+    def rows_bound(self) -> int | None:
+        """Most rows its embedding table can have, when the config alone says (None: a vocabulary
+        without `top_k`, whose size only preprocessing knows)."""
+        if self.type in ("hash", "cross"):
+            return self.hash_buckets
+        if self.type == "identity":
+            return self.num_buckets + 1
+        if self.type == "vocabulary_list":
+            return len(self.values) + self.num_oov_buckets
+        if self.type == "numeric":
+            return self.bucketize
+        return None if self.top_k is None else self.top_k + self.num_oov_buckets
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    kind: str
+    embedding_dim: int = 32
+    embeddings: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    query: tuple[str, ...] = ()
+    candidate: tuple[str, ...] = ()
+    label: str | None = None
+    task: str = "regression"
+    epochs: int = 10
+    batch_size: int = 1024
+    learning_rate: float = 0.01
+    optimizer: str = "adam"
+    hidden_units: tuple[int, ...] = (64, 32)
+    early_stopping_patience: int = 0
+    seed: int = 42
+    temperature: float = 0.05
+    sampling_correction: bool = True
+    softmax: str = "in_batch"
+    window: int = 5
+    negatives: int = 5
+    subsample: float = 1e-3
+    l2: float = 0.0
+    query_history: int = 0
+    history_order: str | None = None
+    eval_max_examples: int = 20000
+
+    def dim_of(self, feature: str) -> int:
+        """Embedding dimension of `feature`: its own setting, else the default."""
+        return int(self.embeddings.get(feature, self.embedding_dim))
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    """Initial embedding rows from an earlier run (a run dir, `<output>/LATEST`) or a vector file.
+
+    Attributes:
+        source: the run or file.
+        features: features to warm-start (empty: every embedded feature the source has).
+        freeze: warm-started features whose rows stay fixed during training.
+    """
+    source: str
+    features: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EntityConfig:
+    name: str
+    key: str
+    metadata: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str
+    input: InputConfig
+    split: SplitConfig
+    features: Mapping[str, FeatureConfig]
+    model: ModelConfig
+    entities: tuple[EntityConfig, ...]
+    output: str
+    warm_start: WarmStartConfig | None = None
+    align_to: str | None = None
+
+    @property
+    def label_column(self) -> str | None:
+        return self.model.label if self.model.kind == "supervised" else None
+
+    @property
+    def text_features(self) -> tuple[str, ...]:
+        """Names of the `text` features (a skip-gram model has exactly one: its words)."""
+        return tuple(name for name, feature in self.features.items() if feature.type == "text")
+
+    @property
+    def embedded_features(self) -> tuple[str, ...]:
+        """Names of the features that get an embedding table."""
+        return tuple(name for name, feature in self.features.items() if feature.is_categorical)
+
+    def tower_of(self, feature: str) -> str | None:
+        """`query` or `candidate` for a two-tower feature, else None."""
+        if self.model.kind != "two_tower":
+            return None
+        if feature in self.model.query:
+            return "query"
+        return "candidate" if feature in self.model.candidate else None
+
+    def entity_feature_columns(self, entity: EntityConfig) -> tuple[str, ...]:
+        """Raw columns whose values the embed job needs to compute this entity's vector."""
+        tower = self.tower_of(entity.key)
+        names = getattr(self.model, tower) if tower else (entity.key,)
+        seen: dict[str, None] = {}
+        for name in names:
+            for column in self.features[name].raw_columns:
+                seen.setdefault(column, None)
+        return tuple(seen)
+
+    def raw_columns(self) -> tuple[str, ...]:
+        """Every raw column the job reads, in a stable order."""
+        seen: dict[str, None] = {}
+        for feature in self.features.values():
+            for column in feature.raw_columns:
+                seen.setdefault(column, None)
+        extra = [self.label_column, self.split.column, *self.split.key]
+        extra += [m for e in self.entities for m in e.metadata]
+        for column in extra:
+            if column:
+                seen.setdefault(column, None)
+        return tuple(seen)

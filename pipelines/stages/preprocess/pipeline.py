@@ -1,0 +1,362 @@
+"""Stage 1: raw rows -> invalid rows, train/eval split, tf.Transform, gzipped TFRecords.
+
+Outputs (published into the run directory only when the whole job succeeded):
+    transform/   tf.Transform's transform_fn/ (vocabularies in its assets/), transformed_metadata/,
+                 and metadata/ (the raw schema, so `TFTransformOutput.raw_feature_spec()` works)
+    data/        train-*.tfrecord.gz, eval-*.tfrecord.gz, entities/<entity>/part-*.parquet
+    invalid/     invalid-*.jsonl: {"file", "record", "reason"} per rejected row
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator, NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from tfx_bsl.public import tfxio
+
+from pipelines.core import fs
+from pipelines.core.beam_runner import COUNTER_NAMESPACE, make_pipeline, read_counters, run_pipeline, runner_name
+from pipelines.core.config import Config
+from pipelines.core.errors import InvalidInputError
+from pipelines.core.rundir import RunDir
+from pipelines.stages.preprocess import columnar
+from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatchSink, TFRecordBatchSource
+from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
+from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
+from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
+from transforms.preprocessing import build_preprocessing_fn
+
+logger = logging.getLogger(__name__)
+
+COUNTERS = ("rows_read", "rows_valid", "rows_invalid", "rows_train", "rows_eval", "identity_out_of_range")
+INVALID_NAMESPACE = f"{COUNTER_NAMESPACE}.invalid"
+_TF_DTYPES = {FLOAT: tf.float32, INT: tf.int64}
+
+
+def raw_feature_spec(schema: RawSchema) -> dict[str, tf.io.FixedLenFeature]:
+    """The raw tf.Transform inputs: one scalar per column (missing values already defaulted)."""
+    return {c: tf.io.FixedLenFeature([], _TF_DTYPES.get(t, tf.string)) for c, t in schema.types.items()}
+
+
+class UnreadableRowGroup(NamedTuple):
+    """A Parquet row group whose data cannot be read (its footer could): its rows become invalid."""
+    index: int
+    rows: int
+    reason: str
+
+
+@beam.typehints.with_input_types(str)
+@beam.typehints.with_output_types(tuple[str, Any])
+class ReadParquetRowGroups(beam.DoFn):
+    """A Parquet file -> (file, pa.Table) per row group, only the columns the job reads."""
+
+    def __init__(self, columns: list[str] | None):
+        self._columns = columns
+
+    def process(self, path: str) -> Iterator[tuple[str, Any]]:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            parquet = pq.ParquetFile(handle)
+            for index in range(parquet.num_row_groups):
+                rows = parquet.metadata.row_group(index).num_rows
+                try:
+                    yield path, parquet.read_row_group(index, columns=self._columns)
+                except (OSError, pa.ArrowException) as error:
+                    yield path, UnreadableRowGroup(index, rows, f"unreadable Parquet row group {index} "
+                                                                f"({rows} rows): {error}")
+
+
+class ReadRawRows(beam.PTransform):
+    """Reads the input files in batches: (file name, [record bytes]) for text and TFRecord input,
+    (file name, pa.Table) per Parquet row group."""
+
+    def __init__(self, config: Config, schema: RawSchema):
+        super().__init__()
+        self._config = config
+        self._schema = schema
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        fmt, pattern = self._config.input.format, self._config.input.path
+        if fmt == "tfrecord":
+            return pipeline | "ReadExampleBatches" >> beam.io.Read(TFRecordBatchSource(pattern))
+        if fmt == "parquet":
+            split = self._config.split
+            # Hashing the whole record for the split needs every column; otherwise read only those used.
+            columns = list(self._config.raw_columns()) if split.key or split.column else None
+            return (pipeline
+                    | "ListParquetFiles" >> beam.Create(list(self._schema.files))
+                    | "SpreadParquetFiles" >> beam.Reshuffle()
+                    | "ReadParquetRowGroups" >> beam.ParDo(ReadParquetRowGroups(columns)))
+        csv = fmt == "csv"
+        return pipeline | "ReadRecordBatches" >> beam.io.Read(LineBatchSource(
+            pattern, skip_header_lines=1 if csv else 0, quoted_newlines=csv,
+            splittable=not self._schema.quoted_newlines))
+
+
+@beam.typehints.with_input_types(tuple[str, Any])
+class DecodeRows(beam.DoFn):
+    """A batch of raw records -> typed Arrow record batches tagged `train`/`eval`, plus `invalid` rows.
+
+    Clean CSV and Parquet batches are typed column-wise (`columnar`); any other batch, or one with
+    a single doubtful value, row by row (`rows`), which gives the reasons. Invalid rows are counted
+    per reason kind in the `embedpipe.invalid` counters.
+    """
+
+    def __init__(self, config: Config, schema: RawSchema, count: bool = True):
+        self._config = config
+        self._schema = schema
+        self._count = count
+
+    def setup(self) -> None:
+        # pyarrow's default pool (mimalloc) kept the memory of freed batches: read + decode alone
+        # peaked at 954 MiB on 1M rows and 1,209 MiB on 3M; with the system allocator, 872 and 878.
+        # The switch is process-wide, so it lasts only as long as this DoFn (see teardown).
+        self._previous_pool = pa.default_memory_pool()
+        pa.set_memory_pool(pa.system_memory_pool())
+        self._decode = make_decoder(self._config, self._schema)
+        self._typer = RowTyper(self._config, self._schema)
+        self._splitter = Splitter(self._config)
+        self._counters = {name: Metrics.counter(COUNTER_NAMESPACE, name) for name in COUNTERS} if self._count else {}
+
+    def teardown(self) -> None:
+        pa.set_memory_pool(self._previous_pool)
+
+    def process(self, element: tuple[str, Any]) -> Iterator[Any]:
+        source, payload = element
+        fmt = self._config.input.format
+        if isinstance(payload, UnreadableRowGroup):
+            yield from self._emit_invalid(source, f"row group {payload.index}", payload.reason,
+                                          "unreadable Parquet row group", payload.rows)
+            yield from self._emit(self._typer.arrow_schema.empty_table(), self._typer.arrow_schema.empty_table(),
+                                  payload.rows, 0)
+            return
+        if fmt == "parquet":
+            raw, records = payload, None
+        else:
+            records = payload
+            raw = (columnar.read_csv_batch(records, self._schema.header_of(source), self._config.input.delimiter)
+                   if fmt == "csv" else None)
+        typed = None if raw is None else columnar.type_batch(raw, self._typer, self._schema, self._config.label_column)
+        if typed is None:
+            yield from self._rows(source, records if records is not None else raw.to_pylist())
+            return
+        table, out_of_range = typed
+        if records is None and not self._config.split.key and not self._config.split.column:
+            records = raw.to_pylist()  # the whole record is the split key
+        is_eval = self._splitter.eval_mask(raw.select(self._splitter.columns).to_pydict(), records)
+        mask = pa.array(is_eval, pa.bool_())
+        yield from self._emit(table.filter(pc.invert(mask)), table.filter(mask), 0, out_of_range)
+
+    def _rows(self, source: str, records: list[Any]) -> Iterator[Any]:
+        rows = {"train": [], "eval": []}
+        out_of_range = invalid = 0
+        for record in records:
+            try:
+                row = self._decode(record, source)
+                values, bad_ids = self._typer.type_row(row)
+            except InvalidRow as error:
+                invalid += 1
+                yield from self._emit_invalid(source, record_text(record), str(error), error.kind, 1)
+                continue
+            out_of_range += bad_ids
+            rows["eval" if self._splitter.is_eval(row, record) else "train"].append(values)
+        schema = self._typer.arrow_schema
+        tables = [pa.Table.from_arrays([pa.array(list(c), f.type) for c, f in zip(zip(*rows[split]), schema)], schema=schema)
+                  if rows[split] else schema.empty_table() for split in ("train", "eval")]
+        yield from self._emit(tables[0], tables[1], invalid, out_of_range)
+
+    def _emit_invalid(self, source: str, record: str, reason: str, kind: str, rows: int) -> Iterator[Any]:
+        if self._count:
+            Metrics.counter(INVALID_NAMESPACE, kind).inc(rows)
+        yield beam.pvalue.TaggedOutput("invalid", {"file": source, "record": record, "reason": reason})
+
+    def _emit(self, train: pa.Table, evaluation: pa.Table, invalid: int, out_of_range: int) -> Iterator[Any]:
+        valid = train.num_rows + evaluation.num_rows
+        for name, value in (("rows_read", valid + invalid), ("rows_valid", valid), ("rows_invalid", invalid),
+                            ("rows_train", train.num_rows), ("rows_eval", evaluation.num_rows),
+                            ("identity_out_of_range", out_of_range)):
+            if name in self._counters:
+                self._counters[name].inc(value)
+        for split, table in (("train", train), ("eval", evaluation)):
+            if table.num_rows:
+                yield beam.pvalue.TaggedOutput(split, table.combine_chunks().to_batches()[0])
+
+
+class DecodeAndSplitRows(beam.PTransform):
+    """Raw records -> {"train", "eval": typed record batches, "invalid": rejected rows}.
+
+    `count=False` for a second pass over the same input, whose rows are already counted.
+    """
+
+    def __init__(self, config: Config, schema: RawSchema, count: bool = True):
+        super().__init__()
+        self._config = config
+        self._schema = schema
+        self._count = count
+
+    def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return records | "DecodeRows" >> beam.ParDo(DecodeRows(self._config, self._schema, self._count)).with_outputs(
+            "train", "eval", "invalid")
+
+
+def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig) -> pa.RecordBatch:
+    """Plain typed columns -> the list columns tf.Transform's tensor adapter expects (one value per row)."""
+    offsets = pa.array(range(batch.num_rows + 1), type=pa.int64())
+    arrays = [pa.LargeListArray.from_arrays(offsets, batch.column(field.name).cast(field.type.value_type))
+              for field in adapter.arrow_schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=adapter.arrow_schema)
+
+
+class TransformInputs(NamedTuple):
+    """Record batches for AnalyzeAndTransform. `analyze` and `train` are the same rows from two
+    reads of the input: batches waiting for the transform_fn side input would otherwise be held by
+    the runner in full (in memory on the in-process runner), so memory would grow with the data."""
+    analyze: beam.PCollection
+    train: beam.PCollection
+    eval: beam.PCollection
+
+
+class TransformOutputs(NamedTuple):
+    """Lists of serialized tf.Examples per split, and tf.Transform's transform_fn."""
+    train: beam.PCollection
+    eval: beam.PCollection
+    transform_fn: beam.PCollection
+
+
+class AnalyzeAndTransform(beam.PTransform):
+    """Analyzes the train split only (no eval leakage into vocabularies or scaling), transforms both."""
+
+    def __init__(self, config: Config, schema: RawSchema):
+        super().__init__()
+        self._config = config
+        spec = raw_feature_spec(schema)
+        self._adapter = tfxio.TFExampleBeamRecord(
+            physical_format="arrow", telemetry_descriptors=["embedpipe"],
+            schema=schema_utils.schema_from_feature_spec(spec)).TensorAdapterConfig()
+
+    def expand(self, inputs: TransformInputs) -> TransformOutputs:
+        preprocessing_fn = build_preprocessing_fn(
+            self._config.features, self._config.label_column, self._config.model.task == "classification")
+        analyze_input = inputs.analyze | "ToTransformInput[analyze]" >> beam.Map(to_transform_input, self._adapter)
+        transform_fn = (analyze_input, self._adapter) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        encoded = {}
+        for split, batches in (("train", inputs.train), ("eval", inputs.eval)):
+            data = batches | f"ToTransformInput[{split}]" >> beam.Map(to_transform_input, self._adapter)
+            transformed, metadata = (((data, self._adapter), transform_fn)
+                                     | f"TransformDataset[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
+            # As tft_beam.EncodeTransformedDataset, but one element per record batch, not per example.
+            encoder = (metadata.deferred_metadata
+                       | f"MakeEncoder[{split}]" >> beam.Map(lambda m: tfxio.RecordBatchToExamplesEncoder(m.schema)))
+            encoded[split] = transformed | f"EncodeExamples[{split}]" >> beam.Map(
+                lambda batch, coder: coder.encode(batch[0]), coder=beam.pvalue.AsSingleton(encoder))
+        return TransformOutputs(encoded["train"], encoded["eval"], transform_fn)
+
+
+class WriteExamples(beam.PTransform):
+    """Lists of serialized tf.Examples -> `<prefix>-SSSSS-of-NNNNN.tfrecord.gz`."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self._prefix = prefix
+
+    def expand(self, examples: beam.PCollection) -> beam.PCollection:
+        return examples | "WriteTFRecords" >> beam.io.Write(TFRecordBatchSink(self._prefix))
+
+
+class WriteInvalidRows(beam.PTransform):
+    """Rejected rows -> `invalid/invalid-*.jsonl`, one JSON object per row."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        return (rows
+                | "FormatInvalidRows" >> beam.Map(json.dumps, ensure_ascii=False)
+                | "WriteInvalidRows" >> beam.io.WriteToText(fs.join(self._directory, "invalid"),
+                                                            file_name_suffix=".jsonl"))
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir,
+                   temp_dir: str) -> None:
+    """Wires the preprocess job into `pipeline`, writing into the staged run directory `staged`."""
+    with tft_beam.Context(temp_dir=temp_dir):
+        records = pipeline | "ReadRawRows" >> ReadRawRows(config, schema)
+        rows = records | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema)
+        # The transform pass reads and decodes the input again (see TransformInputs).
+        reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
+                  | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
+        examples = (TransformInputs(rows.train, reread.train, reread.eval)
+                    | "AnalyzeAndTransform" >> AnalyzeAndTransform(config, schema))
+        _ = examples.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.transform_dir)
+        _ = examples.train | "WriteTrainExamples" >> WriteExamples(staged.join("data", "train"))
+        _ = examples.eval | "WriteEvalExamples" >> WriteExamples(staged.join("data", "eval"))
+        _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
+        _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
+
+
+def invalid_reasons(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    """Invalid rows per reason kind, most frequent first."""
+    counts = read_counters(result, namespace=INVALID_NAMESPACE)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def check_invalid_fraction(counts: dict[str, int], reasons: dict[str, int], max_fraction: float,
+                           invalid_dir: str) -> None:
+    """Raises InvalidInputError when the input is empty or has too many invalid rows."""
+    read, invalid = counts["rows_read"], counts["rows_invalid"]
+    top = "; ".join(f"{count} x {kind}" for kind, count in list(reasons.items())[:3])
+    if read == 0:
+        raise InvalidInputError("the input has no rows")
+    if counts["rows_valid"] == 0 or counts["rows_train"] == 0:
+        raise InvalidInputError(f"no valid training row among {read} rows read ({top}); see {invalid_dir}")
+    if invalid / read > max_fraction:
+        raise InvalidInputError(
+            f"{invalid} of {read} rows invalid ({invalid / read:.2%}), above input.max_invalid_fraction "
+            f"{max_fraction:.2%}: {top}; see {invalid_dir}")
+
+
+def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: PipelineOptions) -> dict[str, Any]:
+    """Runs the preprocess job for `run` and publishes its outputs.
+
+    Args:
+        config: the run's config.
+        schema: the input as `inspect_input` found it (checked before the run started).
+        run: the run directory (its lock held by the caller).
+        options: Beam pipeline options (`beam_runner.pipeline_options`).
+
+    Returns:
+        The facts recorded in the manifest: counts, invalid reasons, runner.
+
+    Raises:
+        InvalidInputError: too many invalid rows (only `invalid/` is published).
+    """
+    with run.stage("preprocess") as info:
+        staged = RunDir(run.clear_staging("preprocess"))
+        temp_dir = options.view_as(GoogleCloudOptions).temp_location or staged.join("tmp")
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(
+            schema_utils.schema_from_feature_spec(raw_feature_spec(schema))), staged.raw_metadata_dir)
+        info["runner"] = runner_name(options)
+        info["input_files"] = len(schema.files)
+        pipeline = make_pipeline(options)
+        build_pipeline(pipeline, config, schema, staged, temp_dir)
+        result = run_pipeline(pipeline)
+        info["counts"] = counts = read_counters(result, COUNTERS)
+        info["invalid_reasons"] = reasons = invalid_reasons(result)
+        fs.remove(staged.join("tmp"))
+        try:
+            check_invalid_fraction(counts, reasons, config.input.max_invalid_fraction, run.invalid_dir)
+        except InvalidInputError:
+            run.publish("preprocess", ["invalid"])  # so the user can read what was rejected
+            raise
+    return info
