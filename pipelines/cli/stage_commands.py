@@ -81,7 +81,7 @@ def prepare_run(args: argparse.Namespace, beam_args: list[str], wanted: tuple[st
     config, raw = load_config(args.config)
     raw = _with_warm_start_flags(args, raw)
     config = config_from_dict(raw)
-    run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
+    run_id = new_run_id() if args.run_id is None else check_run_id(args.run_id)
     run = RunDir(fs.join(args.output or config.output, run_id))
     fresh = not run.exists() or args.overwrite
     if not fresh:

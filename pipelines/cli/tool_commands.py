@@ -85,12 +85,14 @@ def cmd_runs(args: argparse.Namespace, beam_args: list[str], console: Console) -
         for run_id in in_use:
             console.line(f"kept {run_id}: in use by a running process")
     latest = latest_id(args.output)
-    for run in list_runs(args.output):
-        facts = describe(run)
+    rows = [describe(run) for run in list_runs(args.output)]
+    id_width = max((len(r["run_id"]) for r in rows), default=0)
+    status_width = max((len(r["status"]) for r in rows), default=0)
+    for facts in rows:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in facts["metrics"].items())
         entities = " ".join(f"{k}={v}" for k, v in facts["entities"].items())
-        marker = "*" if run.run_id == latest else " "
-        print(f"{marker} {facts['run_id']}  {facts['status']:<22} {metrics}  {entities}".rstrip())
+        marker = "*" if facts["run_id"] == latest else " "
+        print(f"{marker} {facts['run_id']:<{id_width}}  {facts['status']:<{status_width}}  {metrics}  {entities}".rstrip())
     return 0
 
 

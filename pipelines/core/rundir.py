@@ -214,7 +214,8 @@ class RunDir:
                 continue
             if state == "running":
                 owner = self.owner()
-                state = f"running ({owner.describe()})" if owner is not None and owner.is_alive() else "interrupted"
+                alive = owner is not None and owner.is_alive()
+                state = f"running (pid {owner.pid} on {owner.host})" if alive else "interrupted"
             return f"{stage}: {state}"
         return "complete"
 
