@@ -127,6 +127,7 @@ def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epoc
         state.save(history)
         progress.info(epoch_line(row, epochs, time.time() - started))
     best = best_epoch(history, metric, mode) if patience else None
-    if best is not None and best != history[-1]["epoch"]:
-        progress.info("early stopping: %s was best after epoch %d; its weights are kept", metric, best + 1)
+    if best is not None and len(history) < epochs:
+        progress.info("stopped early after epoch %d: %s has not improved since epoch %d", len(history), metric,
+                      best + 1)
     return history, best

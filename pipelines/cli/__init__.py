@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         takes_beam = args.command in BEAM_COMMANDS or getattr(args, "keys_file", None)
         if beam_args and not takes_beam:
             raise UsageError(f"unrecognized arguments: {' '.join(beam_args)} (see `embedpipe {args.command} --help`)")
+    except SystemExit as done:  # --help printed its text
+        return int(done.code or 0)
     except UsageError as error:
         console.line(f"embedpipe: error: {error}")
         return EXIT_USAGE

@@ -76,11 +76,12 @@ def prepare_run(args: argparse.Namespace, beam_args: list[str], wanted: tuple[st
     Raises:
         UsageError: anything that would stop the run, with the fix.
     """
-    from pipelines.core.beam_runner import pipeline_options
-    pipeline_options(beam_args)
     config, raw = load_config(args.config)
     raw = _with_warm_start_flags(args, raw)
     config = config_from_dict(raw)
+    if beam_args:  # checked only when given: a config error should not wait for Beam to load
+        from pipelines.core.beam_runner import pipeline_options
+        pipeline_options(beam_args)
     run_id = new_run_id() if args.run_id is None else check_run_id(args.run_id)
     run = RunDir(fs.join(args.output or config.output, run_id))
     fresh = not run.exists() or args.overwrite
@@ -181,7 +182,6 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str], console: Console) ->
         _publish_latest(run, console)
     for line in summary.run_lines(run, time.time() - started):
         console.line(line)
-    print(run.path)
     return 0
 
 

@@ -47,8 +47,8 @@ def headline(metrics: dict[str, Any]) -> str:
 
 def train_lines(metrics: dict[str, Any]) -> list[str]:
     epochs = f"{metrics.get('epochs_run', 0)} epochs"
-    if metrics.get("best_epoch"):
-        epochs += f", best {metrics['best_epoch']}"
+    if metrics.get("best_epoch") and metrics["best_epoch"] != metrics.get("epochs_run"):
+        epochs += f", the best ({metrics['best_epoch']}) kept"
     lines = [f"{headline(metrics)}; {epochs}, fit {metrics.get('fit_seconds', 0):.1f} s"]
     warm = metrics.get("warm_start")
     if warm:
@@ -85,16 +85,14 @@ def next_commands(run: RunDir) -> list[str]:
     vectors = load_entity(run, first)
     key = vectors.keys[int(vectors.rows_by_count()[0])] if vectors.keys else ""
     return [f'embedpipe neighbors {output} --entity {first} --key "{key}"',
-            f"embedpipe plot {output} --entity {first} --out {first}.png",
-            f"tensorboard --logdir {run.join('model', 'logs')}"]
+            f"embedpipe plot {output} --entity {first} --out {first}.png"]
 
 
 def run_lines(run: RunDir, seconds: float) -> list[str]:
     """The end of a complete run: where the Parquet and the logs are, what to try next."""
     entities = ",".join(e["name"] for e in run.read_manifest()["config"]["entities"])
-    lines = [f"{'run':<10} complete in {seconds:.0f} s",
-             f"  vectors  {run.join('embeddings')}/" + "{" + entities + "}/*.parquet",
-             f"  logs     {run.join('logs')}/"]
+    lines = [f"{'run':<10} complete in {seconds:.0f} s (logs: {run.join('logs')}/)",
+             f"  vectors  {run.join('embeddings')}/" + "{" + entities + "}/*.parquet"]
     following = next_commands(run)
     if following:
         lines.append("  next     " + following[0])
