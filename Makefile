@@ -26,7 +26,6 @@ test: install
 
 run: install data/movielens.csv
 	$(EMBEDPIPE) run examples/movielens.yaml --output runs/movielens
-	@$(PY) -c "import pathlib; r = pathlib.Path('runs/movielens') / pathlib.Path('runs/movielens/LATEST').read_text().strip(); print('Parquet:', *sorted(str(p) for p in (r / 'embeddings').glob('*/*.parquet')), sep='\n  ')"
 	$(EMBEDPIPE) neighbors runs/movielens/LATEST --entity movie --key "Toy Story (1995)" -k 10
 	$(EMBEDPIPE) neighbors runs/movielens/LATEST --entity movie --key "Star Wars: Episode IV - A New Hope (1977)" -k 10
 

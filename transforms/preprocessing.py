@@ -12,7 +12,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipelines.core.config import FeatureConfig
+from pipelines.core.dates import split_reference
 from pipelines.core.names import CROSS_SEPARATOR, ESCAPE, LABEL_VOCABULARY
+from transforms.dates import date_part
 
 Tensors = Mapping[str, tf.Tensor]
 _RE2_ESCAPE = ESCAPE * 2          # a literal backslash, in an RE2 pattern and in its rewrite
@@ -20,7 +22,8 @@ _RE2_SEPARATOR = ESCAPE + CROSS_SEPARATOR
 
 
 def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | None = None,
-                           classification: bool = False) -> Callable[[Tensors], dict[str, tf.Tensor]]:
+                           classification: bool = False,
+                           time_zone: str = "UTC") -> Callable[[Tensors], dict[str, tf.Tensor]]:
     """Returns the `preprocessing_fn` for these features.
 
     Args:
@@ -28,10 +31,11 @@ def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | N
         label: raw label column of a supervised model, passed through (regression) or mapped to
             class ids by a vocabulary without OOV buckets (classification).
         classification: whether the label is a class.
+        time_zone: the zone date parts of instants are read in (`input.time_zone`).
     """
 
     def preprocessing_fn(inputs: Tensors) -> dict[str, tf.Tensor]:
-        outputs = {name: transform_feature(spec, inputs) for name, spec in features.items()}
+        outputs = {name: transform_feature(spec, inputs, time_zone) for name, spec in features.items()}
         if label:
             outputs[label] = (tft.compute_and_apply_vocabulary(inputs[label], num_oov_buckets=0,
                                                                vocab_filename=LABEL_VOCABULARY, name="label")
@@ -41,13 +45,23 @@ def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | N
     return preprocessing_fn
 
 
-def transform_feature(spec: FeatureConfig, inputs: Tensors) -> tf.Tensor:
+def reference(inputs: Tensors, name: str, time_zone: str) -> tf.Tensor:
+    """A raw column, or a date part of one ("time.hour") computed in the graph [batch]."""
+    column, part = split_reference(name)
+    return inputs[column] if part is None else date_part(_as_string(inputs[column]), part, time_zone)
+
+
+def transform_feature(spec: FeatureConfig, inputs: Tensors, time_zone: str = "UTC") -> tf.Tensor:
     """One feature's transformed tensor (see the module docstring for shapes)."""
     if spec.type == "cross":
-        parts = [escape_part(_as_string(inputs[column])) for column in spec.columns]
+        parts = [escape_part(_as_string(reference(inputs, name, time_zone))) for name in spec.columns]
         joined = tf.strings.join(parts, separator=CROSS_SEPARATOR)
+        if spec.exact:
+            return tft.compute_and_apply_vocabulary(
+                joined, top_k=spec.top_k, frequency_threshold=spec.frequency_threshold,
+                num_oov_buckets=spec.num_oov_buckets, vocab_filename=spec.name, name=spec.name)
         return tf.strings.to_hash_bucket_fast(joined, spec.hash_buckets)
-    x = inputs[spec.column]
+    x = reference(inputs, spec.column, time_zone)
     if spec.type == "vocabulary":
         return tft.compute_and_apply_vocabulary(
             _as_string(x), top_k=spec.top_k, frequency_threshold=spec.frequency_threshold,
@@ -152,7 +166,7 @@ def num_categories(spec: FeatureConfig, tft_output: tft.TFTransformOutput) -> in
         return len(spec.values) + spec.num_oov_buckets
     if spec.type == "identity":
         return spec.num_buckets + 1
-    if spec.type in ("hash", "cross"):
+    if spec.is_hashed:
         return spec.hash_buckets
     if spec.type == "numeric" and spec.bucketize:
         return spec.bucketize

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
+from pipelines.core.dates import split_reference
+
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord", "text")
 FEATURE_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "numeric", "text")
 CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "text")
@@ -24,6 +26,7 @@ class InputConfig:
     delimiter: str = ","
     text_column: str = "text"
     max_invalid_fraction: float = 0.01
+    time_zone: str = "UTC"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +52,28 @@ class FeatureConfig:
     normalize: str = "zscore"
     bucketize: int | None = None
     delimiter: str | None = None
+    exact: bool = False
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """What the feature reads: columns, or date parts of columns ("time.hour")."""
+        return self.columns if self.type == "cross" else (self.column,)
 
     @property
     def raw_columns(self) -> tuple[str, ...]:
-        """Raw input columns this feature reads."""
-        return self.columns if self.type == "cross" else (self.column,)
+        """Raw input columns this feature reads (a date part's timestamp column)."""
+        return tuple(dict.fromkeys(split_reference(reference)[0] for reference in self.references))
+
+    @property
+    def timestamp_columns(self) -> tuple[str, ...]:
+        """Raw columns it reads date parts of."""
+        return tuple(dict.fromkeys(base for base, part in map(split_reference, self.references) if part))
+
+    @property
+    def key_is_raw_value(self) -> bool:
+        """Whether an entity key is the raw value of the feature's one column (not a cross's joined
+        parts, not a date part)."""
+        return self.type != "cross" and not self.timestamp_columns
 
     @property
     def is_categorical(self) -> bool:
@@ -62,13 +82,18 @@ class FeatureConfig:
 
     @property
     def uses_vocabulary_file(self) -> bool:
-        return self.type in ("vocabulary", "text")
+        return self.type in ("vocabulary", "text") or (self.type == "cross" and self.exact)
+
+    @property
+    def is_hashed(self) -> bool:
+        """Whether different keys may share a row (hash buckets)."""
+        return self.type == "hash" or (self.type == "cross" and not self.exact)
 
     @property
     def rows_bound(self) -> int | None:
         """Most rows its embedding table can have, when the config alone says (None: a vocabulary
         without `top_k`, whose size only preprocessing knows)."""
-        if self.type in ("hash", "cross"):
+        if self.is_hashed:
             return self.hash_buckets
         if self.type == "identity":
             return self.num_buckets + 1
@@ -126,10 +151,27 @@ class WarmStartConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SideTableConfig:
+    """Readable columns joined onto an entity's vectors from another table, by key.
+
+    Attributes:
+        path: a CSV, Parquet or JSON-lines file (or glob), on any filesystem.
+        key: the side table's column holding the entity key.
+        columns: its columns to publish.
+        format: csv, parquet or jsonl (default: from the file name).
+    """
+    path: str
+    key: str
+    columns: tuple[str, ...]
+    format: str
+
+
+@dataclasses.dataclass(frozen=True)
 class EntityConfig:
     name: str
     key: str
     metadata: tuple[str, ...] = ()
+    metadata_from: SideTableConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ import yaml
 
 from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, MODEL_KINDS, NORMALIZERS, OPTIMIZERS, SOFTMAX,
                                    TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
-                                   SplitConfig, WarmStartConfig)
+                                   SideTableConfig, SplitConfig, WarmStartConfig)
+from pipelines.core.dates import check_zone, split_reference
 from pipelines.core.errors import ConfigError
 
 # Feature names become Keras layer and input names, signature names and vocabulary file names.
@@ -161,14 +162,19 @@ _FEATURE_KEYS = {
     "vocabulary_list": ("values", "num_oov_buckets"),
     "identity": ("num_buckets",),
     "hash": ("hash_buckets",),
-    "cross": ("columns", "hash_buckets"),
+    "cross": ("columns", "hash_buckets", "exact", "top_k", "frequency_threshold", "num_oov_buckets"),
     "numeric": ("normalize", "bucketize"),
     "text": ("delimiter", "top_k", "frequency_threshold", "num_oov_buckets"),
 }
 
 
 def _parse_input(section: _Section) -> InputConfig:
-    section.check_keys(("path", "format", "delimiter", "text_column", "max_invalid_fraction"))
+    section.check_keys(("path", "format", "delimiter", "text_column", "max_invalid_fraction", "time_zone"))
+    time_zone = section.get("time_zone", str, "UTC")
+    try:
+        check_zone(time_zone)
+    except ValueError as error:
+        raise ConfigError(f"{section.key('time_zone')}: {error}") from None
     fraction = section.get("max_invalid_fraction", float, 0.01)
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"{section.key('max_invalid_fraction')}: must be between 0 and 1, got {fraction}")
@@ -181,6 +187,7 @@ def _parse_input(section: _Section) -> InputConfig:
         delimiter=delimiter,
         text_column=section.get("text_column", str, "text"),
         max_invalid_fraction=fraction,
+        time_zone=time_zone,
     )
 
 
@@ -199,10 +206,17 @@ def _parse_feature(name: str, section: _Section) -> FeatureConfig:
     kind = section.choice("type", FEATURE_TYPES)
     section.check_keys(("type", "column") + _FEATURE_KEYS[kind])
     fields: dict[str, Any] = {"name": name, "type": kind, "column": section.get("column", str, name)}
-    if kind in ("vocabulary", "text"):
+    exact = kind == "cross" and section.get("exact", bool, False)
+    vocabulary_keys = ("top_k", "frequency_threshold", "num_oov_buckets")
+    if kind == "cross" and not exact:
+        for key in vocabulary_keys:
+            if key in section.data:
+                raise ConfigError(f"{section.key(key)}: only for an exact cross (exact: true, a vocabulary of the "
+                                  "joined values)")
+    if kind in ("vocabulary", "text") or exact:
         fields["top_k"] = section.positive_int("top_k")
         fields["frequency_threshold"] = section.positive_int("frequency_threshold")
-    if kind in ("vocabulary", "text", "vocabulary_list"):
+    if kind in ("vocabulary", "text", "vocabulary_list") or exact:
         fields["num_oov_buckets"] = section.positive_int("num_oov_buckets", 1)
     if kind == "vocabulary_list":
         values = section.get("values", list, required=True)
@@ -213,13 +227,20 @@ def _parse_feature(name: str, section: _Section) -> FeatureConfig:
         fields["values"] = tuple(str(v) for v in values)
     if kind == "identity":
         fields["num_buckets"] = section.positive_int("num_buckets", required=True)
-    if kind in ("hash", "cross"):
+    if kind == "hash" or (kind == "cross" and not exact):
         fields["hash_buckets"] = section.positive_int("hash_buckets", required=True)
+    elif "hash_buckets" in section.data:
+        raise ConfigError(f"{section.key('hash_buckets')}: an exact cross has a vocabulary, not hash buckets")
     if kind == "cross":
         columns = section.names("columns")
         if len(columns) < 2:
             raise ConfigError(f"{section.key('columns')}: a cross needs two or more columns")
         fields["columns"] = columns
+        fields["exact"] = exact
+    parts = [r for r in (fields.get("columns") or (fields["column"],)) if split_reference(r)[1]]
+    if parts and kind not in ("vocabulary", "vocabulary_list", "hash", "cross"):
+        raise ConfigError(f"{section.key('column')}: a date part ({parts[0]}) is a category: use it in a "
+                          "vocabulary, vocabulary_list, hash or cross feature")
     if kind == "numeric":
         fields["normalize"] = section.choice("normalize", NORMALIZERS, "zscore")
         fields["bucketize"] = section.positive_int("bucketize", minimum=2)
@@ -320,11 +341,13 @@ def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) ->
     entities = []
     for index, item in enumerate(items):
         section = _Section(item, f"entities[{index}]")
-        section.check_keys(("name", "key", "metadata"))
+        section.check_keys(("name", "key", "metadata", "metadata_from"))
+        side = section.get("metadata_from", dict)
         entity = EntityConfig(
             name=section.get("name", str, required=True),
             key=section.get("key", str, required=True),
             metadata=section.names("metadata"),
+            metadata_from=None if side is None else _parse_side_table(_Section(side, section.key("metadata_from"))),
         )
         if not ENTITY_NAME_PATTERN.match(entity.name):
             raise ConfigError(f"{section.key('name')}: {entity.name!r} must be letters, digits, '_' or '-'")
@@ -333,10 +356,30 @@ def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) ->
             raise ConfigError(f"{section.key('key')}: {entity.key!r} is not a configured feature")
         if not feature.is_categorical:
             raise ConfigError(f"{section.key('key')}: {entity.key!r} is numeric; only categorical features are embedded")
+        published = list(entity.metadata) + list(entity.metadata_from.columns if entity.metadata_from else ())
+        taken = sorted({c for c in published if published.count(c) > 1} | ({"key", "embedding", "count"} & set(published)))
+        if taken:
+            raise ConfigError(f"{section.key('metadata')}: column {taken[0]!r} would be published twice (metadata "
+                              "columns are published beside key, embedding and count)")
         if entity.name in {e.name for e in entities}:
             raise ConfigError(f"{section.key('name')}: duplicate entity name {entity.name!r}")
         entities.append(entity)
     return tuple(entities)
+
+
+SIDE_TABLE_FORMATS = ("csv", "parquet", "jsonl")
+
+
+def _parse_side_table(section: _Section) -> SideTableConfig:
+    section.check_keys(("path", "key", "columns", "format"))
+    path = section.get("path", str, required=True)
+    guessed = next((f for f in SIDE_TABLE_FORMATS if path.rstrip("*").endswith(f".{f}") or
+                    (f == "jsonl" and path.endswith(".json"))), None)
+    columns = section.names("columns")
+    if not columns:
+        raise ConfigError(f"{section.key('columns')}: required (the side table's columns to publish)")
+    return SideTableConfig(path=path, key=section.get("key", str, required=True), columns=columns,
+                           format=section.choice("format", SIDE_TABLE_FORMATS, guessed or "csv"))
 
 
 def _parse_warm_start(section: _Section, features: Mapping[str, FeatureConfig]) -> WarmStartConfig:

@@ -1,11 +1,11 @@
 """Which embedding rows a warm start copies, decided from the two configs before any work starts.
 
 The rule, per feature:
-- **by key** when both features give each raw value its own row (`vocabulary`, `text`,
-  `vocabulary_list`, `identity`, in any combination): rows move with their keys, whatever the
+- **by key** when both features give each key its own row (`vocabulary`, `text`, `vocabulary_list`,
+  `identity` and exact crosses, in any combination): rows move with their keys, whatever the
   vocabularies' order; new keys keep the initializer, keys gone are dropped;
-- **by bucket** when both are `hash` (same column) or both `cross` (same columns) with the same
-  `hash_buckets`: a bucket means nothing in another hash space;
+- **by bucket** when both are `hash` (same column) or both hashed `cross`es (same columns) with the
+  same `hash_buckets`: a bucket means nothing in another hash space;
 - **not copied** otherwise (key <-> bucket, another bucket count or columns, another dimension,
   a feature the source does not have), with the reason.
 A feature named in `warm_start.features` or `freeze` that cannot be copied is a config error; a
@@ -22,8 +22,11 @@ from pipelines.core.errors import ConfigError, UsageError
 from pipelines.core.rundir import RunDir, resolve_run
 from pipelines.core.vectors import is_word2vec_file
 
-KEYED_TYPES = ("vocabulary", "text", "vocabulary_list", "identity")
-BUCKET_TYPES = ("hash", "cross")
+
+
+def keyed(feature: FeatureConfig) -> bool:
+    """Whether each row of the feature's table stands for one key."""
+    return feature.is_categorical and not feature.is_hashed and feature.type != "numeric"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +76,21 @@ def compatibility(new: FeatureConfig, new_dim: int, old: FeatureConfig | None, o
         return "skip", f"dimension {old_dim} in the source, {new_dim} here"
     if "numeric" in (new.type, old.type):
         return "skip", "quantile buckets are recomputed from each run's data"
-    if new.type in KEYED_TYPES and old.type in KEYED_TYPES:
+    if keyed(new) and keyed(old):
         return "key", ""
-    if new.type in BUCKET_TYPES and old.type == new.type:
-        if old.raw_columns != new.raw_columns:
-            return "skip", f"hashes columns {list(old.raw_columns)} in the source, {list(new.raw_columns)} here"
+    if new.is_hashed and old.is_hashed and old.type == new.type:
+        if old.references != new.references:
+            return "skip", f"hashes {list(old.references)} in the source, {list(new.references)} here"
         if old.hash_buckets != new.hash_buckets:
             return "skip", f"{old.hash_buckets} hash buckets in the source, {new.hash_buckets} here"
         return "bucket", ""
-    return "skip", f"{old.type} in the source, {new.type} here: rows of keys and buckets do not correspond"
+    return "skip", f"{_kind(old)} in the source, {_kind(new)} here: rows of keys and buckets do not correspond"
+
+
+def _kind(feature: FeatureConfig) -> str:
+    if feature.type == "cross":
+        return "hashed cross" if feature.is_hashed else "exact cross"
+    return feature.type
 
 
 def plan_warm_start(config: Config) -> WarmStartPlan | None:
@@ -139,7 +148,7 @@ def _plan_from_vectors(config: Config) -> list[FeaturePlan]:
                           f"one feature; name it (embedded features: {', '.join(config.embedded_features)})")
     name = names[0]
     feature = config.features[name]
-    if feature.type not in KEYED_TYPES:
+    if not keyed(feature):
         return [FeaturePlan(name, "skip", f"a {feature.type} feature's rows are buckets, not keys")]
     dim = _vector_file_dim(config.warm_start.source)
     if dim != config.model.dim_of(name):

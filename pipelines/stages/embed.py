@@ -164,7 +164,7 @@ def model_inputs(plan: EntityPlan, table: pa.Table) -> dict[str, Any]:
     """
     inputs = {}
     for column, dtype in plan.inputs.items():
-        values = table.column("key") if column == plan.feature.column and plan.feature.type != "cross" \
+        values = table.column("key") if plan.feature.key_is_raw_value and column == plan.feature.column \
             else table.column(column)
         values = pc.fill_null(values.combine_chunks().cast(_ARROW_INPUT[dtype]), _MISSING[dtype])
         inputs[column] = values.to_numpy(zero_copy_only=False)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from pipelines.core import dates
 from pipelines.stages.preprocess.rows import RowTyper
 from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, RawSchema
 
@@ -60,6 +61,8 @@ def type_batch(table: pa.Table, typer: RowTyper, schema: RawSchema, label: str |
             typed = _strings(column)
             if typed is not None and field.name in schema.numeric and _floats(typed) is None:
                 return None
+            if typed is not None and field.name in schema.timestamps and not dates.valid(typed).all():
+                return None
         else:
             typed = _metadata(column, field.type)
         if typed is None:
@@ -84,7 +87,7 @@ def _as_text(column: pa.Array) -> pa.Array | None:
 def _strings(column: pa.Array) -> pa.Array | None:
     if pa.types.is_floating(column.type):
         return None  # 3.0 -> "3" is the per-row rule; keep one implementation of it
-    if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
+    if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_timestamp(column.type):
         return pc.fill_null(column.cast(pa.string()), "")
     text = _as_text(column)
     return None if text is None else pc.fill_null(text.cast(pa.string()), "")

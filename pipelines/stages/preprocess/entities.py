@@ -21,6 +21,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pipelines.core import fs
 from pipelines.core.beam_runner import COUNTER_NAMESPACE
 from pipelines.core.config import Config, EntityConfig, FeatureConfig
+from pipelines.core.dates import part_values, split_reference
 from pipelines.core.names import CROSS_SEPARATOR, ESCAPE
 from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess.schema import RawSchema
@@ -31,7 +32,7 @@ def entity_value_columns(config: Config, entity: EntityConfig) -> tuple[str, ...
     genres), then its metadata. A single-column key feature's column is not stored: the key is its
     value (a token is its own text)."""
     feature = config.features[entity.key]
-    derived = set() if feature.type == "cross" else {feature.column}
+    derived = {feature.column} if feature.key_is_raw_value else set()
     columns = [c for c in config.entity_feature_columns(entity) if c not in derived]
     columns += [m for m in entity.metadata if m not in columns]
     return tuple(columns)
@@ -43,17 +44,25 @@ def entity_table_schema(config: Config, schema: RawSchema, entity: EntityConfig)
     return pa.schema(fields)
 
 
-def entity_keys(feature: FeatureConfig, table: pa.Table) -> tuple[pa.Array, pa.Array]:
+def _values(table: pa.Table, reference: str, time_zone: str) -> pa.Array:
+    """A raw column, or a date part of one ("time.hour"), of a batch of typed raw rows."""
+    column, part = split_reference(reference)
+    values = table.column(column).combine_chunks()
+    return values if part is None else part_values(values, part, time_zone)[0]
+
+
+def entity_keys(feature: FeatureConfig, table: pa.Table, time_zone: str = "UTC") -> tuple[pa.Array, pa.Array]:
     """The entity keys a batch of typed raw rows holds for `feature`, and the row of each key.
 
     Crosses join their escaped parts with "|" (`pipelines.core.names`); text gives its lower-cased
-    tokens (as the transform does); identity ids outside their range, and missing values, give no key.
+    tokens (as the transform does); date parts are computed as the transform computes them;
+    identity ids outside their range, and missing values, give no key.
     """
     if feature.type == "cross":
-        parts = [_escaped(table.column(c).cast(pa.string())) for c in feature.columns]
+        parts = [_escaped(_values(table, name, time_zone).cast(pa.string())) for name in feature.columns]
         keys = pc.binary_join_element_wise(*parts, CROSS_SEPARATOR)
-        return keys.combine_chunks(), pa.array(range(table.num_rows), pa.int64())
-    column = table.column(feature.column).combine_chunks()
+        return keys, pa.array(range(table.num_rows), pa.int64())
+    column = _values(table, feature.column, time_zone)
     if feature.type == "identity":
         rows = pc.indices_nonzero(pc.greater_equal(column, 0))
         return pc.take(column, rows).cast(pa.string()), rows
@@ -68,7 +77,7 @@ def entity_keys(feature: FeatureConfig, table: pa.Table) -> tuple[pa.Array, pa.A
     return pc.take(keys, present), pc.take(parents, present)
 
 
-def _escaped(part: pa.ChunkedArray) -> pa.ChunkedArray:
+def _escaped(part: pa.Array) -> pa.Array:
     escaped = pc.replace_substring(part, ESCAPE, ESCAPE * 2)
     return pc.replace_substring(escaped, CROSS_SEPARATOR, ESCAPE + CROSS_SEPARATOR)
 
@@ -90,6 +99,7 @@ class ExtractEntityKeys(beam.DoFn):
         self._entities = [(e.name, config.features[e.key], entity_value_columns(config, e))
                           for e in config.entities]
         self._is_train = is_train
+        self._time_zone = config.input.time_zone
         self._merge = MergeEntityKeys()
 
     def start_bundle(self) -> None:
@@ -98,7 +108,7 @@ class ExtractEntityKeys(beam.DoFn):
     def process(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
         for name, feature, columns in self._entities:
-            keys, rows = entity_keys(feature, table)
+            keys, rows = entity_keys(feature, table, self._time_zone)
             values = table.select(list(columns)).take(rows)
             grouped = pa.table({"key": keys, "count": pa.array([int(self._is_train)] * len(keys), pa.int64()),
                                 **{f"v{i}": values.column(i) for i in range(len(columns))}}).group_by(

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 
 from pipelines.core.config import Config
+from pipelines.core.dates import is_timestamp
 from pipelines.stages.preprocess.batched_io import CorruptRecord
 from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, RawSchema
 
@@ -124,6 +125,7 @@ class RowTyper:
         self.arrow_schema = pa.schema([(c, schema.arrow_type(c)) for c in self.columns])
         self._types = schema.types
         self._numeric = schema.numeric
+        self._timestamps = schema.timestamps
         self._label = config.label_column
         self._identity_ranges = {f.column: f.num_buckets for f in config.features.values() if f.type == "identity"}
 
@@ -158,6 +160,9 @@ class RowTyper:
                 if column in self._numeric:
                     _number(column, value)
                 value = _string(column, value)
+                if column in self._timestamps and value and not is_timestamp(value):
+                    raise InvalidRow(f"column {column!r}: {value[:50]!r} is not a timestamp (epoch seconds or "
+                                     "ISO-8601)", f"column {column!r}: not a timestamp")
             else:
                 value = _metadata(column, value, self.arrow_schema.field(column).type)
             values.append(value)

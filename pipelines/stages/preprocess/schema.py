@@ -40,6 +40,7 @@ class RawSchema:
         metadata_types: entity metadata column -> Arrow type in the published Parquet.
         quoted_newlines: a sampled CSV record spans lines (a quoted field holds a newline); such
             files are then read unsplit, so no split boundary can fall inside a record.
+        timestamps: columns features read date parts of; their values must be timestamps.
     """
     files: tuple[str, ...]
     headers: Mapping[str, tuple[str, ...]]
@@ -47,6 +48,7 @@ class RawSchema:
     numeric: frozenset[str]
     metadata_types: Mapping[str, pa.DataType]
     quoted_newlines: bool = False
+    timestamps: frozenset[str] = frozenset()
 
     def header_of(self, path: str) -> tuple[str, ...]:
         """The CSV header of an input file."""
@@ -103,7 +105,8 @@ def inspect_input(config: Config) -> RawSchema:
     metadata = {m for e in config.entities for m in e.metadata}
     return RawSchema(
         files=tuple(files), headers=headers, types=types, numeric=numeric,
-        metadata_types={m: metadata_types.get(m, pa.string()) for m in metadata}, quoted_newlines=quoted_newlines)
+        metadata_types={m: metadata_types.get(m, pa.string()) for m in metadata}, quoted_newlines=quoted_newlines,
+        timestamps=frozenset(c for f in config.features.values() for c in f.timestamp_columns))
 
 
 def _each(files: list[str], read) -> list:
