@@ -49,7 +49,7 @@ def prepare_run(entities: int, out: pathlib.Path) -> pathlib.Path:
 
 
 def embed(run: pathlib.Path, beam_args: list[str]) -> float:
-    from pipelines.stages.embed import run_embed
+    from pipelines.stages.embed.pipeline import run_embed
     from pipelines.core.rundir import RunDir
     started = time.perf_counter()
     run_embed(RunDir(str(run)), beam_args)

@@ -14,7 +14,7 @@ from pipelines.cli.parser import build_parser
 from pipelines.core.beam_runner import make_pipeline, pipeline_options
 from pipelines.core.config_parse import load_config
 from pipelines.core.rundir import RunDir
-from pipelines.stages.embed import EmbedEntities, plan_entities
+from pipelines.stages.embed.pipeline import EmbedEntities, plan_entities
 from pipelines.stages.preprocess.pipeline import build_pipeline
 from pipelines.stages.preprocess.schema import inspect_input
 from tests.conftest import ROOT, TAXI_SAMPLE, write_config

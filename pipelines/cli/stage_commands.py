@@ -98,6 +98,9 @@ def prepare_run(args: argparse.Namespace, beam_args: list[str], wanted: tuple[st
         schema = inspect_input(config)
     if "train" in stages:
         _check_training(config)
+    if "embed" in stages and any(e.metadata_from for e in config.entities):
+        from pipelines.stages.embed.side_tables import check_side_tables
+        check_side_tables(config)
     flags = [f"--warm-start {shlex.quote(raw['warm_start']['from'])}"] if args.warm_start else []
     flags += [f"--freeze {shlex.quote(f)}" for f in args.freeze]
     resume = " ".join([f"embedpipe {args.command}", shlex.quote(args.config), "--output", shlex.quote(run.output),
@@ -138,7 +141,7 @@ def _embed(run: RunDir, beam_args: list[str], console: Console) -> dict:
     options = pipeline_options(beam_args)
     config = config_from_dict(run.read_manifest()["config"])
     with console.stage(run, "embed", f"{len(config.entities)} entities, {runner_name(options)}"):
-        from pipelines.stages.embed import run_embed
+        from pipelines.stages.embed.pipeline import run_embed
         facts = run_embed(run, options, Aligner.for_config(config, run))
     _done(console, run, "embed", summary.embed_lines(facts))
     return facts

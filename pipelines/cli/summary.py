@@ -9,6 +9,7 @@ from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
 
 SHOWN_REASONS = 3
+COLLISION_WARNING_SHARE = 0.01
 
 
 def preprocess_lines(facts: dict[str, Any]) -> list[str]:
@@ -66,6 +67,16 @@ def embed_lines(facts: dict[str, Any]) -> list[str]:
             shown = ", ".join(repr(k) for k in examples.get(name, []))
             lines.append(f"warning: {name}: {count:,} keys left out: outside the vocabulary (seen only in eval "
                          f"rows, below frequency_threshold or beyond top_k), e.g. {shown}")
+    for name, found in facts.get("collisions", {}).items():
+        if found["share"] > COLLISION_WARNING_SHARE:
+            example = f", e.g. {found['examples'][0]}" if found["examples"] else ""
+            lines.append(f"warning: {name}: {found['keys_sharing_a_bucket']:,} of {found['keys']:,} keys share a hash "
+                         f"bucket (and a vector) with another key; {found['buckets_used']:,} of "
+                         f"{found['hash_buckets']:,} buckets used{example}. Raise hash_buckets, or use a vocabulary "
+                         "(or exact: true for a cross)")
+    for name, count in facts.get("metadata_missing", {}).items():
+        if count:
+            lines.append(f"warning: {name}: {count:,} keys are not in its metadata_from table (their columns are null)")
     aligned = facts.get("aligned_to")
     if aligned:
         spaces = "; ".join(f"{space} over {s['shared_keys']:,} shared keys, mean cosine {s['mean_cosine_after']:.3f}"

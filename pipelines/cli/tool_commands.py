@@ -15,7 +15,7 @@ from pipelines.core.rundir import latest_id, list_runs, resolve_run
 
 def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
     from pipelines.tools.index import indexer_for
-    from pipelines.tools.neighbors import load_entity, neighbor_lines
+    from pipelines.tools.neighbors import is_hashed_entity, load_entity, neighbor_lines
     positive("-k", args.k)
     run = resolve_run(args.run_dir)
     if args.keys_file:
@@ -31,7 +31,8 @@ def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Conso
         return 0
     entity = load_entity(run, args.entity)
     indexer = None if args.exact else indexer_for(run, entity, args.entity)
-    for line in neighbor_lines(entity, args.entity, args.key, args.k, indexer, "exact" if indexer is None else "index"):
+    for line in neighbor_lines(entity, args.entity, args.key, args.k, indexer, "exact" if indexer is None else "index",
+                               is_hashed_entity(run, args.entity)):
         print(line)
     return 0
 

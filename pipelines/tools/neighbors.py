@@ -58,18 +58,31 @@ def most_similar(entity: EntityVectors, rows: list[int], k: int, indexer: Indexe
     return (indexer or ExactIndexer()).most_similar(entity, rows, k)
 
 
+def is_hashed_entity(run: RunDir, name: str) -> bool:
+    """Whether the entity's keys are hashed into buckets (a hash feature, or a cross that is not exact)."""
+    from pipelines.core.config_parse import config_from_dict
+    config = config_from_dict(run.read_manifest()["config"])
+    entity = next((e for e in config.entities if e.name == name), None)
+    return entity is not None and config.features[entity.key].is_hashed
+
+
 def neighbor_lines(entity: EntityVectors, name: str, key: str, k: int, indexer: Indexer | None = None,
-                   method: str = "exact") -> list[str]:
+                   method: str = "exact", hashed: bool = False) -> list[str]:
     """The neighbours of one key (or of the row a metadata value such as a title names) as the
-    `neighbors` command prints them: a title line, a header, then rank, score, key and metadata."""
+    `neighbors` command prints them: a title line, a header, then rank, score, key and metadata.
+    For a hashed entity a last column says "same" for a neighbour in the query's bucket (the same
+    row, so the same vector)."""
     row = entity.find_row(key)
     found = most_similar(entity, [row], k, indexer)[0]
     extra = [c for c in ("count",) if c in entity.table.column_names] + entity.metadata_columns
     values = {c: entity.table.column(c).to_pylist() for c in extra}
     named = "" if entity.keys[row] == key else f" (key {entity.keys[row]!r})"
     lines = [f"{k} nearest to {key!r}{named} in {name} by {entity.similarity} ({method}):",
-             "\t".join(["rank", "score", "key"] + extra)]
+             "\t".join(["rank", "score", "key"] + extra + (["bucket"] if hashed else []))]
     for rank, (index, score) in enumerate(found, 1):
-        lines.append("\t".join([str(rank), f"{score:.4f}", entity.keys[index]] + [str(values[c][index]) for c in extra]))
+        fields = [str(rank), f"{score:.4f}", entity.keys[index]] + [str(values[c][index]) for c in extra]
+        if hashed:
+            fields.append("same" if np.array_equal(entity.vectors[index], entity.vectors[row]) else "")
+        lines.append("\t".join(fields))
     return lines
 

@@ -25,12 +25,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.core import fs
 from pipelines.core.beam_runner import COUNTER_NAMESPACE, make_pipeline, read_counters, run_pipeline, runner_name
-from pipelines.core.config import Config, FeatureConfig
+from pipelines.core.config import Config, FeatureConfig, SideTableConfig
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.names import CANDIDATE_SIGNATURE, QUERY_SIGNATURE, signature_name
 from pipelines.core.quiet import QUIET_NATIVE_LOGS
 from pipelines.core.rundir import RunDir, utc_now
 from pipelines.core.vectors import vector_array
+from pipelines.stages.embed.collisions import BUCKET_COLUMN, CountSharedBuckets, collision_facts, drop_bucket_column
+from pipelines.stages.embed.side_tables import AddSideColumns, ReadSideTable, side_table_types
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class EntityPlan:
         table_schema: schema of the entity table written by preprocess.
         schema: output Arrow schema with its key-value metadata.
         space: entities in one space (a two-tower run's users and items) share one alignment.
+        side: where `metadata_from` columns come from, and their published types (None without).
     """
     name: str
     feature: FeatureConfig
@@ -66,6 +69,7 @@ class EntityPlan:
     table_schema: pa.Schema
     schema: pa.Schema
     space: str
+    side: tuple[SideTableConfig, dict[str, pa.DataType]] | None = None
 
 
 def plan_entities(config: Config, run: RunDir) -> list[EntityPlan]:
@@ -79,8 +83,11 @@ def plan_entities(config: Config, run: RunDir) -> list[EntityPlan]:
         tower = config.tower_of(entity.key)
         dim = config.model.embedding_dim if tower else config.model.dim_of(entity.key)
         table = fs.read_parquet_schema(run.entity_table_dir(entity.name))
+        side = entity.metadata_from
+        side_types = {} if side is None else side_table_types(side, f"{entity.name}.metadata_from")
         fields = [pa.field("key", pa.string()), pa.field("embedding", pa.list_(pa.float32(), dim)),
                   pa.field("count", pa.int64())] + [table.field(m) for m in entity.metadata]
+        fields += [pa.field(column, kind) for column, kind in side_types.items()]
         metadata = {"run_id": run.run_id, "entity": entity.name, "model_kind": config.model.kind,
                     "dim": str(dim), "similarity": "dot" if tower else "cosine", "created_at": utc_now(),
                     "key_feature": entity.key}
@@ -89,7 +96,8 @@ def plan_entities(config: Config, run: RunDir) -> list[EntityPlan]:
             signature={"query": QUERY_SIGNATURE, "candidate": CANDIDATE_SIGNATURE}.get(tower, signature_name(entity.key)),
             inputs={c: raw_spec[c].dtype.name for c in config.entity_feature_columns(entity)},
             vocabulary=_vocabulary(feature, tft_output), table_schema=table,
-            schema=pa.schema(fields, metadata=metadata), space="towers" if tower else entity.name))
+            schema=pa.schema(fields, metadata=metadata), space="towers" if tower else entity.name,
+            side=None if side is None else (side, side_types)))
     return plans
 
 
@@ -193,11 +201,17 @@ class EntityModelHandler(ModelHandler[tuple[str, pa.Table], tuple[str, pa.Table]
             plan = self._plans[name]
             inputs = {column: tf.constant(values) for column, values in model_inputs(plan, table).items()}
             vectors = model.signatures[plan.signature](**inputs)["embedding"].numpy()
-            columns = {"key": table.column("key").combine_chunks(), "embedding": vector_array(vectors),
-                       "count": pc.fill_null(table.column("count"), 0)}
-            arrays = [columns[f.name] if f.name in columns else table.column(f.name).cast(f.type) for f in plan.schema]
+            keys = table.column("key").combine_chunks()
+            columns = {"key": keys, "embedding": vector_array(vectors), "count": pc.fill_null(table.column("count"), 0)}
+            side_columns = plan.side[1] if plan.side else {}
+            arrays = [columns[f.name] if f.name in columns else pa.nulls(len(keys), f.type) if f.name in side_columns
+                      else table.column(f.name).cast(f.type) for f in plan.schema]
+            output = pa.Table.from_arrays(arrays, schema=plan.schema)
+            if plan.feature.is_hashed:  # the transform's own hash of the key: which keys share a row
+                buckets = tf.strings.to_hash_bucket_fast(keys.to_numpy(zero_copy_only=False), plan.feature.hash_buckets)
+                output = output.append_column(BUCKET_COLUMN, pa.array(buckets.numpy(), pa.int64()))
             Metrics.counter(COUNTER_NAMESPACE, f"entities_{name}").inc(table.num_rows)
-            yield name, pa.Table.from_arrays(arrays, schema=plan.schema)
+            yield name, output
 
     def get_num_bytes(self, batch: Sequence[tuple[str, pa.Table]]) -> int:
         return sum(table.nbytes for _, table in batch)
@@ -246,11 +260,20 @@ class EmbedEntities(beam.PTransform):
                     | "EmbedBatches" >> RunInference(EntityModelHandler(self._run.export_dir, self._plans)))
         names = [plan.name for plan in self._plans]
         parts = embedded | "PartitionByEntity" >> beam.Partition(lambda item, _: names.index(item[0]), len(names))
-        return {plan.name: (part
-                            | f"DropEntityName[{plan.name}]" >> beam.Map(lambda item: item[1])
-                            | f"WriteEmbeddings[{plan.name}]" >> beam.io.Write(EmbeddingParquetSink(
-                                fs.join(self._staged.embeddings_dir(plan.name), "part"), plan.schema)))
-                for plan, part in zip(self._plans, parts)}
+        written = {}
+        for plan, part in zip(self._plans, parts):
+            tables = part | f"DropEntityName[{plan.name}]" >> beam.Map(lambda item: item[1])
+            if plan.feature.is_hashed:
+                _ = tables | f"CountSharedBuckets[{plan.name}]" >> CountSharedBuckets(plan.name)
+                tables = tables | f"DropBuckets[{plan.name}]" >> beam.Map(drop_bucket_column)
+            if plan.side is not None:
+                side, types = plan.side
+                rows = pipeline | f"ReadSideTable[{plan.name}]" >> ReadSideTable(side)
+                tables = tables | f"AddSideColumns[{plan.name}]" >> beam.ParDo(
+                    AddSideColumns(plan.name, side.columns, types), side=beam.pvalue.AsDict(rows))
+            written[plan.name] = tables | f"WriteEmbeddings[{plan.name}]" >> beam.io.Write(EmbeddingParquetSink(
+                fs.join(self._staged.embeddings_dir(plan.name), "part"), plan.schema))
+        return written
 
 
 def dropped_key_examples(result: beam.runners.runner.PipelineResult) -> dict[str, list[str]]:
@@ -306,6 +329,12 @@ def run_embed(run: RunDir, options: PipelineOptions, align: Aligner | None = Non
         info["entities"] = {p.name: counters[f"entities_{p.name}"] for p in plans}
         info["dropped_keys"] = {p.name: counters.get(f"dropped_keys_{p.name}", 0) for p in plans}
         info["dropped_key_examples"] = dropped_key_examples(result)
+        hashed = {p.name: p.feature.hash_buckets for p in plans if p.feature.is_hashed}
+        if hashed:
+            info["collisions"] = collision_facts(result, hashed)
+        missing = {p.name: counters.get(f"metadata_missing_{p.name}", 0) for p in plans if p.side is not None}
+        if missing:
+            info["metadata_missing"] = missing
         info["inference"] = inference_facts(result)
         if align is not None:
             aligned = align(staged, {p.name: p.space for p in plans})
