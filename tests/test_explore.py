@@ -6,7 +6,6 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core.beam_runner import pipeline_options

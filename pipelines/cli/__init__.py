@@ -1,4 +1,4 @@
-"""The `embedpipe` command: stages (run, preprocess, train, embed) and tools (neighbors, index,
+"""The `embedpipe` command: stages (run, preprocess, train, embed) and tools (init, neighbors, index,
 cluster, projector, plot, runs, compare, evaluate).
 
 Exit status: 0 success; 1 a job failed (one line: the stage, the error, the log file); 2 bad
@@ -28,7 +28,7 @@ def _commands() -> dict[str, Callable]:
             "neighbors": tool_commands.cmd_neighbors, "index": tool_commands.cmd_index,
             "cluster": tool_commands.cmd_cluster, "projector": tool_commands.cmd_projector,
             "plot": tool_commands.cmd_plot, "runs": tool_commands.cmd_runs, "compare": tool_commands.cmd_compare,
-            "evaluate": tool_commands.cmd_evaluate}
+            "evaluate": tool_commands.cmd_evaluate, "init": tool_commands.cmd_init}
 
 
 def _first_line(error: BaseException, limit: int = 400) -> str:

@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--method", choices=("pca", "tsne"), default="pca", help="projection (default pca)")
     plot.add_argument("--sample", type=int, default=2000, help="most frequent keys drawn (default 2000)")
 
+    init = command("init", "draft a config from a sample of your data (YAML on stdout)")
+    init.add_argument("data", metavar="DATA", help="a CSV, Parquet, JSON-lines or text file (or glob), any filesystem")
+    init.add_argument("--format", choices=("csv", "parquet", "jsonl", "text"), help="default: from the file name")
+    init.add_argument("--label", metavar="COLUMN", help="learn embeddings while predicting this column (supervised)")
+    init.add_argument("--query", nargs="+", default=[], metavar="COLUMN",
+                      help="two-tower: the query tower's columns, its id first (e.g. a user id)")
+    init.add_argument("--candidate", nargs="+", default=[], metavar="COLUMN",
+                      help="two-tower: the candidate tower's columns, its id first (e.g. an item id)")
+    init.add_argument("--text", metavar="COLUMN", help="word embeddings of this text column (skip-gram)")
+    init.add_argument("--name", help="the config's name (default: from the file name)")
+    init.add_argument("--sample", type=int, default=20000, help="rows read to profile the columns (default 20000)")
+
     runs = command("runs", "list the runs of an output directory; prune with --keep")
     runs.add_argument("output", metavar="OUTPUT", help="an output root (the config's `output`)")
     runs.add_argument("--keep", type=int, metavar="N",

@@ -1,4 +1,5 @@
-"""neighbors, index, cluster, projector, plot, runs, compare, evaluate: read-only looks at runs.
+"""init, neighbors, index, cluster, projector, plot, runs, compare, evaluate: drafting a config and
+read-only looks at runs.
 
 They import neither TensorFlow nor Beam (except `neighbors --keys-file`, a Beam job), so they
 answer in about a second.
@@ -34,6 +35,16 @@ def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Conso
     for line in neighbor_lines(entity, args.entity, args.key, args.k, indexer, "exact" if indexer is None else "index",
                                is_hashed_entity(run, args.entity)):
         print(line)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.tools.draft import draft
+    positive("--sample", args.sample)
+    if bool(args.query) != bool(args.candidate):
+        raise UsageError("--query and --candidate go together (a two-tower model needs both towers)")
+    print(draft(args.data, args.format, args.label, tuple(args.query), tuple(args.candidate), args.text, args.name,
+                args.sample), end="")
     return 0
 
 

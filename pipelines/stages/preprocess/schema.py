@@ -5,26 +5,18 @@ duplicate column name or an unreadable file is a one-line error naming the file 
 """
 from __future__ import annotations
 
-import concurrent.futures
-import csv
 import dataclasses
 import difflib
-import itertools
-import json
 from typing import Mapping
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.core import fs
+from pipelines.core import input_files
 from pipelines.core.config import Config
 from pipelines.core.errors import ConfigError
 
 STRING, FLOAT, INT = "string", "float", "int"
 ARROW_TYPES = {STRING: pa.string(), FLOAT: pa.float32(), INT: pa.int64()}
-_INSPECT_RECORDS = 1000
-_INSPECT_BYTES = 1 << 20
-_INSPECT_THREADS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,24 +72,24 @@ def inspect_input(config: Config) -> RawSchema:
         ConfigError: no file matches, a file cannot be read as its format, a column name repeats,
             a configured column is missing, or a feature reads a nested Parquet column.
     """
-    files = _match(config.input.path)
+    files = input_files.match_files(config.input.path)
     headers: dict[str, tuple[str, ...]] = {}
     metadata_types: dict[str, pa.DataType] = {}
     quoted_newlines = False
     fmt = config.input.format
     if fmt == "csv":
-        headers = dict(zip(files, _each(files, lambda f: _csv_header(f, config.input.delimiter))))
+        headers = dict(zip(files, input_files.each(files, lambda f: input_files.csv_header(f, config.input.delimiter))))
         for path, header in headers.items():
             _check_columns(config, set(header), path)
-        quoted_newlines = _has_quoted_newline(files[0], config.input.delimiter)
+        quoted_newlines = input_files.has_quoted_newline(files[0], config.input.delimiter)
     elif fmt == "parquet":
-        schemas = dict(zip(files, _each(files, _parquet_schema)))
+        schemas = dict(zip(files, input_files.each(files, input_files.parquet_schema)))
         for path, arrow_schema in schemas.items():
             _check_columns(config, set(arrow_schema.names), path)
             _check_scalar_columns(config, arrow_schema, path)
         metadata_types = {f.name: _published_type(f.type) for f in schemas[files[0]]}
     else:
-        available = {"jsonl": _jsonl_keys, "tfrecord": _example_keys}.get(
+        available = {"jsonl": input_files.jsonl_keys, "tfrecord": input_files.example_keys}.get(
             fmt, lambda _: {config.input.text_column})(files[0])
         _check_columns(config, available, files[0])
     types = transform_column_types(config)
@@ -109,61 +101,6 @@ def inspect_input(config: Config) -> RawSchema:
         timestamps=frozenset(c for f in config.features.values() for c in f.timestamp_columns))
 
 
-def _each(files: list[str], read) -> list:
-    """`read` of every file, in file order; a few at a time, since remote reads wait on the network."""
-    with concurrent.futures.ThreadPoolExecutor(min(_INSPECT_THREADS, len(files))) as pool:
-        return list(pool.map(read, files))
-
-
-def _match(pattern: str) -> list[str]:
-    try:
-        files = fs.glob(pattern)
-    except Exception as error:  # Beam raises BeamIOError for unknown schemes and unreadable dirs.
-        raise ConfigError(f"input.path: cannot list {pattern!r} ({error})") from error
-    files = [f for f in files if not fs.isdir(f)]
-    if not files:
-        raise ConfigError(f"input.path: no file matches {pattern!r}")
-    return files
-
-
-def _csv_header(path: str, delimiter: str) -> tuple[str, ...]:
-    with _open_input(path) as handle:
-        first = handle.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    if not first:
-        raise ConfigError(f"input.path: {path} is empty; a CSV input needs a header row")
-    header = tuple(next(csv.reader([first], delimiter=delimiter)))
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"input.path: {path}: column name {repeated[0]!r} appears {header.count(repeated[0])} "
-                          "times in the header; rename one")
-    return header
-
-
-def _open_input(path: str):
-    """An input file opened for reading, decompressed when its name says gzip (as Beam reads it)."""
-    handle = fs.open(path, "rb")
-    if path.endswith(".gz"):
-        import gzip
-        return gzip.GzipFile(fileobj=handle)
-    return handle
-
-
-def _has_quoted_newline(path: str, delimiter: str) -> bool:
-    """Whether a record in the first MiB of a CSV file spans lines (a quoted field with a newline)."""
-    with _open_input(path) as handle:
-        sample = handle.read(_INSPECT_BYTES)
-    lines = sample.split(b"\n")[:-1] if len(sample) == _INSPECT_BYTES else sample.split(b"\n")
-    return any(line.count(b'"') % 2 for line in lines)
-
-
-def _parquet_schema(path: str) -> pa.Schema:
-    try:
-        with fs.open(path, "rb") as handle:
-            return pq.read_schema(pa.BufferReader(handle.read()) if fs.is_remote(path) else handle)
-    except (OSError, pa.ArrowException) as error:
-        raise ConfigError(f"input.path: {path} is not a readable Parquet file ({error})") from None
-
-
 def _check_scalar_columns(config: Config, arrow_schema: pa.Schema, path: str) -> None:
     for feature in config.features.values():
         for column in feature.raw_columns:
@@ -171,31 +108,6 @@ def _check_scalar_columns(config: Config, arrow_schema: pa.Schema, path: str) ->
             if pa.types.is_nested(kind):
                 raise ConfigError(f"features.{feature.name}: column {column!r} of {path} is {kind}; a feature "
                                   "reads one value per row")
-
-
-def _jsonl_keys(path: str) -> set[str]:
-    keys: set[str] = set()
-    with _open_input(path) as handle:
-        for line in itertools.islice(handle, _INSPECT_RECORDS):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # bad lines are reported as invalid rows by the job itself
-            if isinstance(record, dict):
-                keys.update(record)
-    return keys
-
-
-def _example_keys(path: str) -> set[str]:
-    import tensorflow as tf
-    keys: set[str] = set()
-    compression = "GZIP" if path.endswith(".gz") else ""
-    try:
-        for record in tf.data.TFRecordDataset(path, compression_type=compression).take(_INSPECT_RECORDS):
-            keys.update(tf.train.Example.FromString(record.numpy()).features.feature.keys())
-    except (tf.errors.DataLossError, ValueError):
-        pass  # the job reports corrupt records itself; the keys seen so far are enough here
-    return keys
 
 
 def _check_columns(config: Config, available: set[str], path: str) -> None:

@@ -1,0 +1,73 @@
+"""`embedpipe init` drafts configs that run end to end unedited (issue #16)."""
+from __future__ import annotations
+
+import yaml
+
+from pipelines.tools.draft import feature_for, profile
+from tests.conftest import ROOT, TAXI_SAMPLE, run_cli
+
+
+def drafted(capsys, *args) -> dict:
+    capsys.readouterr()
+    assert run_cli("init", *args) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# Drafted by `embedpipe init`")
+    return yaml.safe_load(text), text
+
+
+def test_column_rules():
+    rows = 2000
+    cases = {
+        "pickup_area": ([str(i % 77 + 1) for i in range(rows)], "identity"),
+        "miles": ([f"{i * 0.37:.2f}" for i in range(rows)], "numeric"),
+        "trip_seconds": ([str(60 * (i % 90)) for i in range(rows)], "numeric"),
+        "census_tract": ([str(17031000000 + 100 * (i % 140)) for i in range(rows)], "vocabulary"),
+        "payment": ([["Cash", "Credit Card", "Unknown"][i % 3] for i in range(rows)], "vocabulary"),
+        "started_at": ([str(1400000000 + 3600 * i) for i in range(rows)], "cross"),
+        "when": ([f"2014-05-{i % 28 + 1:02d} {i % 24:02d}:00" for i in range(rows)], "cross"),
+        "genres": (["Drama|Comedy", "War", "Comedy|Drama|Romance"] * (rows // 3) + ["War"] * (rows % 3), "text"),
+        "review": ([f"a long sentence about thing {i} and more" for i in range(rows)], "text"),
+        "order_id": ([f"o{i}" for i in range(rows)], None),
+        "constant": (["x"] * rows, None),
+        "sparse": ([""] * (rows - 10) + ["a"] * 10, None),
+    }
+    for name, (values, kind) in cases.items():
+        spec, reason = feature_for(profile(name, values))
+        assert (spec or {}).get("type") == kind, (name, spec, reason)
+    spec, reason = feature_for(profile("device", [f"d{i}" for i in range(rows)] + [f"d{i}" for i in range(rows // 4)]))
+    assert spec["type"] == "hash" and spec["hash_buckets"] >= 4 * rows and "buckets" in reason
+
+
+def test_drafts_run_end_to_end(tmp_path, capsys, movielens_sample):
+    config, text = drafted(capsys, TAXI_SAMPLE, "--label", "fare")
+    assert config["model"] == {**config["model"], "kind": "supervised", "label": "fare", "task": "regression"}
+    assert config["features"]["trip_start_timestamp_day_hour"]["columns"] == [
+        "trip_start_timestamp.day_of_week", "trip_start_timestamp.hour"]
+    assert "#   pickup_census_tract: 100% missing" in text and "#   fare: the label" in text
+    (tmp_path / "taxi.yaml").write_text(text)
+    assert run_cli("run", tmp_path / "taxi.yaml", "--output", tmp_path / "taxi") == 0
+
+    config, text = drafted(capsys, movielens_sample, "--query", "userId", "--candidate", "movieId", "genres")
+    assert config["model"]["kind"] == "two_tower" and config["features"]["genres"] == {"type": "text",
+                                                                                       "delimiter": "|"}
+    assert {"name": "movieId", "key": "movieId", "metadata": ["title"]} in config["entities"]
+    (tmp_path / "ml.yaml").write_text(text)
+    assert run_cli("run", tmp_path / "ml.yaml", "--output", tmp_path / "ml") == 0
+
+    corpus = tmp_path / "corpus.txt"
+    from gensim.test.utils import datapath
+    corpus.write_text(open(datapath("lee_background.cor"), encoding="utf-8").read())
+    config, text = drafted(capsys, corpus)
+    assert config["model"]["kind"] == "skipgram" and config["features"]["text"]["type"] == "text"
+    (tmp_path / "words.yaml").write_text(text)
+    assert run_cli("run", tmp_path / "words.yaml", "--output", tmp_path / "words") == 0
+
+
+def test_init_errors(capsys):
+    for args, message in ((["--label", "nope"], "--label nope: not a column of"),
+                          ([], "say what to learn"),
+                          (["--query", "company"], "--query and --candidate go together")):
+        assert run_cli("init", TAXI_SAMPLE, *args) == 2
+        assert message in capsys.readouterr().err
+    assert run_cli("init", ROOT / "no" / "such.csv", "--label", "x") == 2
+    assert "no file matches" in capsys.readouterr().err
