@@ -94,7 +94,8 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds: float) -> str:
 
 
 def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epochs: int, steps: int | None,
-               callbacks: list[keras.callbacks.Callback], patience: int, kind: str) -> tuple[list[dict], int | None]:
+               callbacks: list[keras.callbacks.Callback], patience: int, kind: str,
+               verbose: bool = True) -> tuple[list[dict], int | None]:
     """Trains epoch by epoch from where `state` left off.
 
     Args:
@@ -107,6 +108,7 @@ def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epoc
         callbacks: Keras callbacks for every epoch.
         patience: early-stopping patience (0: off).
         kind: the model kind (which metric early stopping watches).
+        verbose: one line per epoch in the terminal.
 
     Returns:
         The history (one dict per epoch: "epoch" and Keras's logs) and the best epoch (None when
@@ -125,9 +127,10 @@ def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epoc
         row = {"epoch": epoch, **{name: float(values[-1]) for name, values in logs.items()}}
         history.append(row)
         state.save(history)
-        progress.info(epoch_line(row, epochs, time.time() - started))
+        if verbose:
+            progress.info(epoch_line(row, epochs, time.time() - started))
     best = best_epoch(history, metric, mode) if patience else None
-    if best is not None and len(history) < epochs:
+    if verbose and best is not None and len(history) < epochs:
         progress.info("stopped early after epoch %d: %s has not improved since epoch %d", len(history), metric,
                       best + 1)
     return history, best

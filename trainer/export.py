@@ -71,12 +71,12 @@ def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.
     else:
         all_columns = [c for f in features.values() for c in f.raw_columns]
         signatures["serving_default"] = module.function(
-            all_columns, lambda t: _predict(model, t, config.model.task == "classification"))
+            all_columns, lambda t: _predict(model, t, config.model.task == "classification", config.model.label_transform))
     tf.saved_model.save(module, path, signatures=signatures)
 
 
-def _predict(model: keras.Model, transformed: dict, classification: bool) -> dict:
+def _predict(model: keras.Model, transformed: dict, classification: bool, label_transform: str) -> dict:
     output = model({n: transformed[n] for n in model.input_names})
     if classification:
         return {"probabilities": tf.nn.softmax(output), "class_id": tf.argmax(output, axis=-1)}
-    return {"prediction": output}
+    return {"prediction": tf.math.expm1(output) if label_transform == "log" else output}

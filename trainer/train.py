@@ -9,6 +9,7 @@ Outputs, published into the run when training succeeded:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
@@ -28,6 +29,7 @@ from pipelines.core.rundir import STAGE_OUTPUTS, RunDir
 from pipelines.core.warm_start import plan_warm_start
 from trainer import evaluate
 from trainer.cluster import ClusterTask, choose_strategy, cluster_task, serve_parameter_server_task, shard_by_data
+from trainer.day_hour import day_hour_purity
 from trainer.epochs import EpochState, fit_epochs, progress
 from trainer.export import export_model
 from trainer.inputs import epoch_seed, feature_inputs, make_dataset
@@ -60,6 +62,18 @@ def op_determinism() -> Iterator[None]:
             framework_config.disable_op_determinism()
 
 
+@dataclasses.dataclass
+class Fitted:
+    """A trained model and what its training said."""
+    net: keras.Model
+    extra: Any
+    history: list[dict]
+    best: int | None
+    seconds: float
+    strategy: tf.distribute.Strategy
+    warm_start: dict | None
+
+
 class Trainer:
     """Trains one run's model; `job_dir` holds work files (saved epochs for resuming, staging).
 
@@ -67,11 +81,13 @@ class Trainer:
         UsageError: preprocess has not succeeded.
     """
 
-    def __init__(self, run: RunDir, job_dir: str | None = None):
+    def __init__(self, run: RunDir, job_dir: str | None = None, config: Config | None = None,
+                 verbose: bool = True):
         self.run = run
+        self.verbose = verbose
         run.require_stage("preprocess", f"preprocess CONFIG --run-id {run.run_id}")
         manifest = run.read_manifest()
-        self.config: Config = config_from_dict(manifest["config"])
+        self.config: Config = config or config_from_dict(manifest["config"])
         self.counts: dict[str, int] = manifest["stages"]["preprocess"].get("counts", {})
         self.tft_output = tft.TFTransformOutput(run.transform_dir)
         self.inputs = feature_inputs(self.config, self.tft_output)
@@ -165,8 +181,8 @@ class Trainer:
                                                 save_weights_only=True),
                 keras.callbacks.TensorBoard(fs.join(self.model_dir, "logs"), embeddings_freq=0)]
 
-    def train(self, task: ClusterTask) -> dict[str, Any]:
-        """Fits, evaluates and exports the model; returns its metrics (only the chief evaluates)."""
+    def fit(self, task: ClusterTask) -> Fitted:
+        """Builds, warm-starts and trains the model; the best epoch's weights when early stopping kept one."""
         model = self.config.model
         keras.utils.set_random_seed(model.seed)
         strategy = choose_strategy(task)
@@ -186,28 +202,59 @@ class Trainer:
             history, best = fit_epochs(
                 net, state, lambda epoch: shard_by_data(self.epoch_data(epoch, extra)),
                 None if validation is None else shard_by_data(validation), model.epochs, self.steps(extra),
-                self.callbacks(), model.early_stopping_patience if validation is not None else 0, model.kind)
+                self.callbacks(), model.early_stopping_patience if validation is not None else 0, model.kind,
+                self.verbose)
         if best is not None and best != history[-1]["epoch"]:
             net.load_weights(fs.join(self.model_dir, "checkpoints", f"epoch-{best + 1:03d}"))
-        fit_seconds = time.time() - started
+        warm = None if warm_start is None else {"from": plan.source, "features": warm_start}
+        return Fitted(net, extra, history, best, time.time() - started, strategy, warm)
+
+    def train(self, task: ClusterTask) -> dict[str, Any]:
+        """Fits, evaluates and exports the model; returns its metrics (only the chief evaluates)."""
+        fitted = self.fit(task)
+        net = fitted.net
         if not task.is_chief:
             # Every worker saves (saving may need all of them), a non-chief into a local scratch
             # directory: the chief publishes (and removes) the shared staging directory meanwhile.
             with tempfile.TemporaryDirectory(prefix=f"embedpipe-{task.type}-{task.index}-") as scratch:
                 export_model(scratch, self.config, net, self.tft_output, embedding_layers(net))
-            return {"fit_seconds": round(fit_seconds, 2)}
-        metrics = self.evaluate(net, extra)
-        metrics.update(self._training_facts(history, best, fit_seconds, strategy, task))
-        if model.kind == "skipgram":
-            metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / max(fit_seconds, 1e-9)
-        if warm_start is not None:
-            metrics["warm_start"] = {"from": plan.source, "features": warm_start}
+            return {"fit_seconds": round(fitted.seconds, 2)}
+        metrics = self.evaluate(net, fitted.extra)
+        if self.config.model.label_transform != "none":
+            metrics["label_transform"] = self.config.model.label_transform   # the errors are of log(1 + label)
+        metrics.update(self._training_facts(fitted, task))
+        if self.config.model.kind == "skipgram":
+            metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / max(fitted.seconds, 1e-9)
+        if fitted.warm_start is not None:
+            metrics["warm_start"] = fitted.warm_start
         metrics["eval_oov_share"] = self.oov_shares()
+        metrics.update(day_hour_purity(self.config, embedding_layers(net), self.tft_output))
+        for feature in self.config.model.ablation:
+            progress.info("ablation: training the same model without %s", feature)
+            metrics.setdefault("ablation", {})[feature] = self.without(feature).fit_and_evaluate(task)
         export = fs.join(self.model_dir, "export")
         fs.remove(export)  # a save an interruption cut short leaves files that would be published with it
         export_model(export, self.config, net, self.tft_output, embedding_layers(net))
         fs.write_text_atomic(fs.join(self.staging, "metrics.json"), json.dumps(metrics, indent=2))
         return metrics
+
+    def without(self, feature: str) -> "Trainer":
+        """The same training without one feature (an ablation), in a scratch work directory."""
+        config = self.config
+        model = dataclasses.replace(config.model, ablation=(),
+                                    embeddings={k: v for k, v in config.model.embeddings.items() if k != feature})
+        ablated = dataclasses.replace(config, features={k: v for k, v in config.features.items() if k != feature},
+                                      entities=tuple(e for e in config.entities if e.key != feature), model=model,
+                                      warm_start=None)
+        return Trainer(self.run, tempfile.mkdtemp(prefix=f"embedpipe-without-{feature}-"), ablated, verbose=False)
+
+    def fit_and_evaluate(self, task: ClusterTask) -> dict[str, Any]:
+        """Eval metrics of this trainer's model (an ablation: nothing is exported)."""
+        try:
+            fitted = self.fit(task)
+            return {**self.evaluate(fitted.net, fitted.extra), "epochs_run": len(fitted.history)}
+        finally:
+            fs.remove(self.staging)
 
     def _fit_with_parameter_servers(self, net: keras.Model, extra: Any) -> tuple[list[dict], None]:
         """Parameter-server training: a repeated stream cut into epochs, no saved epochs (the strategy
@@ -219,11 +266,11 @@ class Trainer:
         return [{"epoch": e, **{k: float(v[e]) for k, v in logs.items()}} for e in range(len(logs["loss"]))], None
 
     @staticmethod
-    def _training_facts(history: list[dict], best: int | None, fit_seconds: float,
-                        strategy: tf.distribute.Strategy, task: ClusterTask) -> dict[str, Any]:
+    def _training_facts(fitted: Fitted, task: ClusterTask) -> dict[str, Any]:
+        history = fitted.history
         names = [name for name in history[0] if name != "epoch"] if history else []
-        return {"epochs_run": len(history), "best_epoch": None if best is None else best + 1,
-                "fit_seconds": round(fit_seconds, 2), "workers": strategy.num_replicas_in_sync,
+        return {"epochs_run": len(history), "best_epoch": None if fitted.best is None else fitted.best + 1,
+                "fit_seconds": round(fitted.seconds, 2), "workers": fitted.strategy.num_replicas_in_sync,
                 "strategy": task.strategy, "history": {name: [row[name] for row in history] for name in names}}
 
     def oov_shares(self) -> dict[str, float]:

@@ -22,8 +22,8 @@ _RE2_SEPARATOR = ESCAPE + CROSS_SEPARATOR
 
 
 def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | None = None,
-                           classification: bool = False,
-                           time_zone: str = "UTC") -> Callable[[Tensors], dict[str, tf.Tensor]]:
+                           classification: bool = False, time_zone: str = "UTC",
+                           label_transform: str = "none") -> Callable[[Tensors], dict[str, tf.Tensor]]:
     """Returns the `preprocessing_fn` for these features.
 
     Args:
@@ -32,6 +32,8 @@ def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | N
             class ids by a vocabulary without OOV buckets (classification).
         classification: whether the label is a class.
         time_zone: the zone date parts of instants are read in (`input.time_zone`).
+        label_transform: "log" trains a regression on log(1 + max(label, 0)), for heavy-tailed
+            targets such as durations (the SavedModel turns predictions back into label units).
     """
 
     def preprocessing_fn(inputs: Tensors) -> dict[str, tf.Tensor]:
@@ -39,10 +41,14 @@ def build_preprocessing_fn(features: Mapping[str, FeatureConfig], label: str | N
         if label:
             outputs[label] = (tft.compute_and_apply_vocabulary(inputs[label], num_oov_buckets=0,
                                                                vocab_filename=LABEL_VOCABULARY, name="label")
-                              if classification else _as_float(inputs[label]))
+                              if classification else _target(_as_float(inputs[label]), label_transform))
         return outputs
 
     return preprocessing_fn
+
+
+def _target(label: tf.Tensor, transform: str) -> tf.Tensor:
+    return tf.math.log1p(tf.maximum(label, 0.0)) if transform == "log" else label
 
 
 def reference(inputs: Tensors, name: str, time_zone: str) -> tf.Tensor:

@@ -32,7 +32,8 @@ def preprocess_lines(facts: dict[str, Any]) -> list[str]:
 def headline(metrics: dict[str, Any]) -> str:
     """The metric that matters beside its same-run baselines."""
     if "rmse" in metrics:
-        return (f"eval RMSE {metrics['rmse']:.4g} (training mean {metrics.get('baseline_mean_rmse', float('nan')):.4g}, "
+        of = " of log(1 + label)" if metrics.get("label_transform") == "log" else ""
+        return (f"eval RMSE{of} {metrics['rmse']:.4g} (training mean {metrics.get('baseline_mean_rmse', float('nan')):.4g}, "
                 f"linear {metrics.get('baseline_linear_rmse', float('nan')):.4g})")
     if "accuracy" in metrics:
         return (f"eval accuracy {metrics['accuracy']:.4g} "

@@ -15,6 +15,7 @@ CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross
 MODEL_KINDS = ("supervised", "two_tower", "skipgram")
 NORMALIZERS = ("zscore", "minmax", "none")
 TASKS = ("regression", "classification")
+LABEL_TRANSFORMS = ("none", "log")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 SOFTMAX = ("in_batch", "full")
 
@@ -113,6 +114,7 @@ class ModelConfig:
     candidate: tuple[str, ...] = ()
     label: str | None = None
     task: str = "regression"
+    label_transform: str = "none"
     epochs: int = 10
     batch_size: int = 1024
     learning_rate: float = 0.01
@@ -130,6 +132,7 @@ class ModelConfig:
     query_history: int = 0
     history_order: str | None = None
     eval_max_examples: int = 20000
+    ablation: tuple[str, ...] = ()
 
     def dim_of(self, feature: str) -> int:
         """Embedding dimension of `feature`: its own setting, else the default."""

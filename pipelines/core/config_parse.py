@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, MODEL_KINDS, NORMALIZERS, OPTIMIZERS, SOFTMAX,
+from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS, OPTIMIZERS, SOFTMAX,
                                    TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
                                    SideTableConfig, SplitConfig, WarmStartConfig)
 from pipelines.core.dates import check_zone, split_reference
@@ -272,6 +272,7 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         candidate=section.names("candidate"),
         label=section.get("label", str),
         task=section.choice("task", TASKS, "regression"),
+        label_transform=section.choice("label_transform", LABEL_TRANSFORMS, "none"),
         epochs=section.positive_int("epochs", 10),
         batch_size=section.positive_int("batch_size", 1024),
         learning_rate=section.get("learning_rate", float, 0.01),
@@ -289,6 +290,7 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         query_history=section.positive_int("query_history", 0, minimum=0),
         history_order=section.get("history_order", str),
         eval_max_examples=section.positive_int("eval_max_examples", 20000),
+        ablation=section.names("ablation"),
     )
     if model.seed > MAX_SEED:
         raise ConfigError(f"{section.key('seed')}: must be at most {MAX_SEED}, got {model.seed}")
@@ -329,6 +331,11 @@ def _check_model_features(section: _Section, model: ModelConfig, features: Mappi
         shared = set(model.query) & set(model.candidate)
         if shared:
             raise ConfigError(f"{section.key('candidate')}: {sorted(shared)} also in model.query")
+    if model.label_transform != "none" and (model.kind != "supervised" or model.task != "regression"):
+        raise ConfigError(f"{section.key('label_transform')}: only for a supervised regression")
+    for name in model.ablation:
+        if model.kind != "supervised" or name not in features or not features[name].is_categorical:
+            raise ConfigError(f"{section.key('ablation')}: {name!r} must be an embedded feature of a supervised model")
     if model.kind == "skipgram":
         texts = [f for f in features.values() if f.type == "text"]
         if len(texts) != 1:

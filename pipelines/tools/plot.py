@@ -5,6 +5,7 @@ import numpy as np
 
 from pipelines.core import fs
 from pipelines.core.config_parse import config_from_dict
+from pipelines.core.dates import WEEKDAYS
 from pipelines.core.names import split_key
 from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
@@ -22,6 +23,15 @@ def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     return centered @ components[:2].T
 
 
+def _draw_grid(axes, grid: np.ndarray, entity_name: str) -> None:
+    image = axes.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="coolwarm")
+    axes.set_yticks(range(7), WEEKDAYS)
+    axes.set_xticks(range(24), [f"{h:02d}" for h in range(24)], fontsize=8)
+    axes.set_xlabel("hour of day")
+    axes.set_title(f"{entity_name}: first principal component of each day x hour cell")
+    axes.figure.colorbar(image, ax=axes, fraction=0.025, pad=0.01)
+
+
 def is_cross_entity(run: RunDir, entity_name: str) -> bool:
     """Whether the entity's key feature is a cross (keys "3|17")."""
     config = config_from_dict(run.read_manifest()["config"])
@@ -29,11 +39,25 @@ def is_cross_entity(run: RunDir, entity_name: str) -> bool:
     return entity is not None and config.features[entity.key].type == "cross"
 
 
+def day_hour_grid(keys: list[str], vectors: np.ndarray) -> np.ndarray | None:
+    """[7, 24] first principal component of each weekday x hour cell ("Mon|08" keys; NaN where a
+    cell has no key), or None when the keys are not day-of-week x hour parts."""
+    parts = [split_key(key) for key in keys]
+    if not parts or not all(len(p) == 2 and p[0] in WEEKDAYS and p[1].isdigit() and int(p[1]) < 24 for p in parts):
+        return None
+    component = project_2d(vectors, "pca")[:, 0] if vectors.shape[1] > 1 else vectors[:, 0]
+    grid = np.full((7, 24), np.nan)
+    for (day, hour), value in zip(parts, component):
+        grid[WEEKDAYS.index(day), int(hour)] = value
+    return grid
+
+
 def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: int = 2000, annotate: int = 40,
          size: tuple[int, int] = (1200, 900)) -> str:
     """A PNG of the entity in 2-D. A cross's keys ("day|hour") are coloured by their first part and
-    annotated with the second (the course's day-of-week x hour-of-day picture); other entities are
-    annotated with the labels of their most frequent keys."""
+    annotated with the second (the course's day-of-week x hour-of-day picture); a day-of-week x hour
+    cross also gets a 7 x 24 grid coloured by the first principal component, where rush hours and
+    nights show at a glance. Other entities are annotated with the labels of their most frequent keys."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -41,11 +65,17 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
     rows = entity.rows_by_count()[:sample]
     points = project_2d(entity.vectors[rows], method)
     dpi = 100
-    figure, axes = plt.subplots(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    grid = day_hour_grid(entity.keys, entity.vectors)
+    if grid is None:
+        figure, axes = plt.subplots(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    else:
+        figure, (axes, grid_axes) = plt.subplots(2, 1, figsize=(size[0] / dpi, (size[1] + 400) / dpi), dpi=dpi,
+                                                 gridspec_kw={"height_ratios": [3, 1.3]})
+        _draw_grid(grid_axes, grid, entity_name)
     if len(rows) and is_cross_entity(run, entity_name):
         parts = [split_key(entity.keys[r]) for r in rows]
         first = [p[0] for p in parts]
-        groups = sorted(set(first), key=lambda v: (len(v), v))
+        groups = sorted(set(first), key=lambda v: (WEEKDAYS.index(v) if v in WEEKDAYS else 7, len(v), v))
         colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
         for index, group in enumerate(groups):
             mask = np.array([f == group for f in first])

@@ -247,7 +247,7 @@ class AnalyzeAndTransform(beam.PTransform):
     def expand(self, inputs: TransformInputs) -> TransformOutputs:
         preprocessing_fn = build_preprocessing_fn(
             self._config.features, self._config.label_column, self._config.model.task == "classification",
-            self._config.input.time_zone)
+            self._config.input.time_zone, self._config.model.label_transform)
         analyze_input = inputs.analyze | "ToTransformInput[analyze]" >> beam.Map(to_transform_input, self._adapter)
         transform_fn = (analyze_input, self._adapter) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
         encoded = {}
