@@ -10,6 +10,13 @@ from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
 
 
+def principal_components(vectors: np.ndarray, n: int) -> np.ndarray:
+    """[rows, dim] -> [rows, n]: the coordinates on the first `n` principal components (numpy SVD)."""
+    centered = vectors - vectors.mean(axis=0)
+    _, _, components = np.linalg.svd(centered, full_matrices=False)
+    return centered @ components[:n].T
+
+
 def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """[n, dim] -> [n, 2] by PCA (numpy SVD) or t-SNE (scikit-learn); 2-dim vectors are kept as they are."""
     if vectors.shape[1] == 2:
@@ -17,9 +24,7 @@ def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if method == "tsne":
         from sklearn.manifold import TSNE
         return TSNE(n_components=2, random_state=seed, perplexity=min(30, max(2, len(vectors) // 4))).fit_transform(vectors)
-    centered = vectors - vectors.mean(axis=0)
-    _, _, components = np.linalg.svd(centered, full_matrices=False)
-    return centered @ components[:2].T
+    return principal_components(vectors, 2)
 
 
 def is_cross_entity(run: RunDir, entity_name: str) -> bool:
