@@ -207,6 +207,7 @@ def entity_section(run: RunDir, entity: EntityConfig, config: Config, vectors: E
     return {"name": entity.name, "published": True, "key": entity.key, "feature_type": config.features[entity.key].type,
             "size": len(vectors.keys), "dim": vectors.dim, "similarity": vectors.similarity,
             "label_column": vectors.label_column, "unseen": int(np.sum(counts == 0)), "drawn": len(drawn),
+            "group_title": group_title if groups else None,
             "dropped": embed.get("dropped_keys", {}).get(entity.name, 0),
             "dropped_examples": embed.get("dropped_key_examples", {}).get(entity.name, []),
             "counts_figure": figures.counts_figure(counts), "map_figure": figures.map_figure(points, names, groups, group_title),

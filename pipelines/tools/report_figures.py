@@ -19,7 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif", "axes.spines.top": False,
+# A short font list: SVG text repeats it on every label.
+STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif",
+         "font.sans-serif": ["DejaVu Sans", "Arial"], "axes.spines.top": False,
          "axes.spines.right": False, "axes.titlesize": 9, "legend.fontsize": 7, "legend.frameon": False}
 MODEL_COLOUR, BASELINE_COLOUR = "#1f5fa8", "#b8c4d6"
 RASTER_ABOVE = 300            # scatter points beyond which the dots are embedded as a PNG
@@ -195,9 +197,11 @@ def map_figure(points: np.ndarray, labels: dict[int, str], groups: Sequence[str]
     if groups is None and labels:
         rows = list(labels)
         axes.scatter(points[rows, 0], points[rows, 1], s=14, color="#0b2f5b", linewidths=0)
+    # Names get a light backing to stay legible over the dots; a cross's many short labels do not need it.
+    backing = {"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.65, "linewidth": 0} if groups is None else None
     for row, text in labels.items():
         axes.annotate(text, tuple(points[row, :2]), xytext=(2, 2), textcoords="offset points", fontsize=6.5,
-                      bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.65, "linewidth": 0})
+                      bbox=backing)
     axes.set_xticks([])
     axes.set_yticks([])
     return figure
