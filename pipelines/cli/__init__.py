@@ -1,5 +1,5 @@
 """The `embedpipe` command: stages (run, preprocess, train, embed) and tools (init, neighbors, index,
-cluster, projector, plot, runs, compare, evaluate).
+cluster, projector, plot, runs, compare, evaluate, report).
 
 Exit status: 0 success; 1 a job failed (one line: the stage, the error, the log file); 2 bad
 config or arguments (one line naming the fix, before any work); 130 interrupted (one line with the
@@ -28,7 +28,8 @@ def _commands() -> dict[str, Callable]:
             "neighbors": tool_commands.cmd_neighbors, "index": tool_commands.cmd_index,
             "cluster": tool_commands.cmd_cluster, "projector": tool_commands.cmd_projector,
             "plot": tool_commands.cmd_plot, "runs": tool_commands.cmd_runs, "compare": tool_commands.cmd_compare,
-            "evaluate": tool_commands.cmd_evaluate, "init": tool_commands.cmd_init}
+            "evaluate": tool_commands.cmd_evaluate, "init": tool_commands.cmd_init,
+            "report": tool_commands.cmd_report}
 
 
 def _first_line(error: BaseException, limit: int = 400) -> str:

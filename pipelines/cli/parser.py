@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--word-pairs", required=True, action="append", metavar="FILE",
                           help="word<TAB>word<TAB>score file, such as WordSim-353 (repeatable)")
     evaluate.add_argument("--entity", help="default: the entity keyed by the text feature")
+    report = command("report", "write the run report: one self-contained HTML page of what a run did and learned")
+    _run_dir(report)
+    report.add_argument("--against", metavar="OLD_RUN",
+                        help="an earlier run to measure drift against (default: the run this one was aligned to)")
+    report.add_argument("-o", "--output", metavar="FILE",
+                        help="where the page goes, on any filesystem (default: <run>/report.html)")
     compare = command("compare", "drift of an entity between two runs")
     compare.add_argument("old_run", metavar="OLD_RUN", help="the earlier run directory")
     compare.add_argument("new_run", metavar="NEW_RUN", help="the later run directory")

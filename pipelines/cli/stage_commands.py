@@ -7,11 +7,13 @@ tables' memory); only then does it take the run's lock, create the run directory
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
 import sys
 import time
+import traceback
 from typing import Any
 
 from pipelines.cli import summary
@@ -154,6 +156,21 @@ def _done(console: Console, run: RunDir, stage: str, lines: list[str]) -> None:
         console.stage_line(stage, line)
 
 
+def _write_report(run: RunDir, console: Console) -> str | None:
+    """Writes `<run>/report.html` and returns its path. Best effort: a report that cannot be made
+    does not fail the run; one warning line says so and `logs/report.log` has the traceback."""
+    try:
+        from pipelines.tools.report import write_report
+        return write_report(run)
+    except Exception as error:
+        log = run.log_path("report")
+        with contextlib.suppress(Exception):
+            fs.write_text_atomic(log, traceback.format_exc())
+        first = (str(error).strip().splitlines() or [""])[0]
+        console.line(f"warning: no run report: {type(error).__name__}: {first} (log: {log})")
+        return None
+
+
 def _publish_latest(run: RunDir, console: Console) -> None:
     if not publish_latest(run):
         console.line(f"LATEST still names {latest_id(run.output)}: its run id is newer than {run.run_id}")
@@ -177,13 +194,20 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str], console: Console) ->
             run.create(request.config.name, request.raw)
         steps = {"preprocess": lambda: _preprocess(request, console), "train": lambda: _train(run, console),
                  "embed": lambda: _embed(run, beam_args, console)}
-        for stage in STAGES:
-            if run.stage_done(stage):
-                console.stage_line(stage, "already done")
-            else:
-                steps[stage]()
+        try:
+            for stage in STAGES:
+                if run.stage_done(stage):
+                    console.stage_line(stage, "already done")
+                else:
+                    steps[stage]()
+        except Exception:
+            report = _write_report(run, console)   # a failed run gets its page too: which stage, why, the log
+            if report:
+                console.stage_line("report", report)
+            raise
         _publish_latest(run, console)
-    for line in summary.run_lines(run, time.time() - started):
+        report = _write_report(run, console)
+    for line in summary.run_lines(run, time.time() - started, report):
         console.line(line)
     return 0
 

@@ -100,11 +100,13 @@ def next_commands(run: RunDir) -> list[str]:
             f"embedpipe plot {output} --entity {first} --out {first}.png"]
 
 
-def run_lines(run: RunDir, seconds: float) -> list[str]:
-    """The end of a complete run: where the Parquet and the logs are, what to try next."""
+def run_lines(run: RunDir, seconds: float, report: str | None) -> list[str]:
+    """The end of a complete run: where the Parquet, the report and the logs are, what to try next."""
     entities = ",".join(e["name"] for e in run.read_manifest()["config"]["entities"])
     lines = [f"{'run':<10} complete in {seconds:.0f} s (logs: {run.join('logs')}/)",
              f"  vectors  {run.join('embeddings')}/" + "{" + entities + "}/*.parquet"]
+    if report:
+        lines.append(f"  report   {report}")
     following = next_commands(run)
     if following:
         lines.append("  next     " + following[0])

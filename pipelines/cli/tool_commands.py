@@ -1,5 +1,5 @@
-"""init, neighbors, index, cluster, projector, plot, runs, compare, evaluate: drafting a config and
-read-only looks at runs.
+"""init, neighbors, index, cluster, projector, plot, runs, compare, evaluate, report: drafting a
+config and read-only looks at runs.
 
 They import neither TensorFlow nor Beam (except `neighbors --keys-file`, a Beam job), so they
 answer in about a second.
@@ -7,6 +7,7 @@ answer in about a second.
 from __future__ import annotations
 
 import argparse
+import os
 
 from pipelines.cli.console import Console
 from pipelines.cli.parser import positive
@@ -130,4 +131,23 @@ def cmd_compare(args: argparse.Namespace, beam_args: list[str], console: Console
     report = compare_runs(resolve_run(args.old_run), resolve_run(args.new_run), args.entity, args.k)
     for key, value in report.items():
         print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
+    from pipelines.core import fs
+    from pipelines.tools.report import write_report
+    run = resolve_run(args.run_dir)
+    against = None
+    if args.against:
+        try:
+            against = resolve_run(args.against)
+        except UsageError as error:
+            raise UsageError(f"--against: {error}") from None
+        if against.path == run.path:
+            raise UsageError(f"--against {args.against} is the run itself; give an earlier run")
+        if not against.published_entities():
+            raise UsageError(f"--against {against.path}: no published entities ({against.status()})")
+    out = args.output if args.output is None or fs.is_remote(args.output) else os.path.abspath(args.output)
+    print(write_report(run, out, against))
     return 0

@@ -103,6 +103,11 @@ class RunDir:
     def examples_pattern(self, split: str) -> str:
         return self.join("data", f"{split}-*.tfrecord.gz")
 
+    @property
+    def statistics_path(self) -> str:
+        """Per-feature statistics of the train split (written by preprocess, read by the report)."""
+        return self.join("data", "statistics.json")
+
     def entity_table_dir(self, entity: str) -> str:
         return self.join("data", "entities", entity)
 

@@ -200,7 +200,12 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (u @ vt).astype(np.float32)
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine between each row of a [n, dim] and the same row of b [n, dim] (0 for a zero row)."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0)
+
+
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine between the rows of a [n, dim] and b [n, dim]."""
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0)))
+    return float(np.mean(row_cosines(a, b)))

@@ -11,6 +11,13 @@ from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
 
 
+def principal_components(vectors: np.ndarray, n: int) -> np.ndarray:
+    """[rows, dim] -> [rows, n]: the coordinates on the first `n` principal components (numpy SVD)."""
+    centered = vectors - vectors.mean(axis=0)
+    _, _, components = np.linalg.svd(centered, full_matrices=False)
+    return centered @ components[:n].T
+
+
 def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """[n, dim] -> [n, 2] by PCA (numpy SVD) or t-SNE (scikit-learn); 2-dim vectors are kept as they are."""
     if vectors.shape[1] == 2:
@@ -18,14 +25,12 @@ def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if method == "tsne":
         from sklearn.manifold import TSNE
         return TSNE(n_components=2, random_state=seed, perplexity=min(30, max(2, len(vectors) // 4))).fit_transform(vectors)
-    centered = vectors - vectors.mean(axis=0)
-    _, _, components = np.linalg.svd(centered, full_matrices=False)
-    return centered @ components[:2].T
+    return principal_components(vectors, 2)
 
 
-def _draw_grid(axes, grid: np.ndarray, entity_name: str) -> None:
+def _draw_grid(axes, grid: np.ndarray, days: list[str], entity_name: str) -> None:
     image = axes.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="coolwarm")
-    axes.set_yticks(range(7), WEEKDAYS)
+    axes.set_yticks(range(7), days)
     axes.set_xticks(range(24), [f"{h:02d}" for h in range(24)], fontsize=8)
     axes.set_xlabel("hour of day")
     axes.set_title(f"{entity_name}: first principal component of each day x hour cell")
@@ -39,18 +44,30 @@ def is_cross_entity(run: RunDir, entity_name: str) -> bool:
     return entity is not None and config.features[entity.key].type == "cross"
 
 
-def day_hour_grid(keys: list[str], vectors: np.ndarray) -> np.ndarray | None:
-    """[7, 24] first principal component of each weekday x hour cell ("Mon|08" keys; NaN where a
-    cell has no key), or None when the keys are not day-of-week x hour parts."""
-    parts = [split_key(key) for key in keys]
-    if not parts or not all(len(p) == 2 and p[0] in WEEKDAYS and p[1].isdigit() and int(p[1]) < 24 for p in parts):
+def day_hour_grid(keys: list[str], vectors: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
+    """[7, 24]: each day-of-week x hour cell's first principal component, NaN where no key has it,
+    and the rows' day names; None unless every key is such a pair. Days are "Mon".."Sun" (date
+    parts) or 1-7 (a day column, whose meaning is the data's), hours 0-23, in either order."""
+    if not 1 < len(keys) <= 7 * 24:
         return None
-    component = project_2d(vectors, "pca")[:, 0] if vectors.shape[1] > 1 else vectors[:, 0]
-    grid = np.full((7, 24), np.nan)
-    for (day, hour), value in zip(parts, component):
-        grid[WEEKDAYS.index(day), int(hour)] = value
-    return grid
+    pairs = [split_key(key) for key in keys]
+    if any(len(pair) != 2 for pair in pairs):
+        return None
+    for day, hour in ((0, 1), (1, 0)):
+        days = [_day_row(pair[day]) for pair in pairs]
+        hours = [int(pair[hour]) if pair[hour].isdigit() and int(pair[hour]) < 24 else None for pair in pairs]
+        if None not in days and None not in hours:
+            grid = np.full((7, 24), np.nan)
+            grid[days, hours] = principal_components(vectors, 1)[:, 0]
+            named = all(pair[day] in WEEKDAYS for pair in pairs)
+            return grid, list(WEEKDAYS) if named else [str(row) for row in range(1, 8)]
+    return None
 
+
+def _day_row(part: str) -> int | None:
+    if part in WEEKDAYS:
+        return WEEKDAYS.index(part)
+    return int(part) - 1 if part.isdigit() and 1 <= int(part) <= 7 else None
 
 def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: int = 2000, annotate: int = 40,
          size: tuple[int, int] = (1200, 900)) -> str:
@@ -71,7 +88,7 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
     else:
         figure, (axes, grid_axes) = plt.subplots(2, 1, figsize=(size[0] / dpi, (size[1] + 400) / dpi), dpi=dpi,
                                                  gridspec_kw={"height_ratios": [3, 1.3]})
-        _draw_grid(grid_axes, grid, entity_name)
+        _draw_grid(grid_axes, *grid, entity_name)
     if len(rows) and is_cross_entity(run, entity_name):
         parts = [split_key(entity.keys[r]) for r in rows]
         first = [p[0] for p in parts]

@@ -4,7 +4,7 @@ Outputs (published into the run directory only when the whole job succeeded):
     transform/   tf.Transform's transform_fn/ (vocabularies in its assets/), transformed_metadata/,
                  and metadata/ (the raw schema, so `TFTransformOutput.raw_feature_spec()` works)
     data/        train-*.tfrecord.gz, eval-*.tfrecord.gz, entities/<entity>/part-*.parquet
-    invalid/     invalid-*.jsonl: {"file", "record", "reason"} per rejected row
+    invalid/     invalid-*.jsonl: {"file", "record", "reason", "kind"} per rejected row
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatc
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
+from pipelines.stages.preprocess.statistics import ComputeFeatureStatistics
 from transforms.preprocessing import build_preprocessing_fn
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class DecodeRows(beam.DoFn):
     def _emit_invalid(self, source: str, record: str, reason: str, kind: str, rows: int) -> Iterator[Any]:
         if self._count:
             Metrics.counter(INVALID_NAMESPACE, kind).inc(rows)
-        yield beam.pvalue.TaggedOutput("invalid", {"file": source, "record": record, "reason": reason})
+        yield beam.pvalue.TaggedOutput("invalid", {"file": source, "record": record, "reason": reason, "kind": kind})
 
     def _emit(self, train: pa.Table, evaluation: pa.Table, invalid: int, out_of_range: int) -> Iterator[Any]:
         valid = train.num_rows + evaluation.num_rows
@@ -304,6 +305,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, s
         _ = examples.eval | "WriteEvalExamples" >> WriteExamples(staged.join("data", "eval"))
         _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
         _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
+        _ = rows.train | "ComputeFeatureStatistics" >> ComputeFeatureStatistics(config, staged.statistics_path)
 
 
 def invalid_reasons(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
