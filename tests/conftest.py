@@ -45,7 +45,7 @@ def movielens_sample(tmp_path_factory) -> pathlib.Path:
 def taxi_run(tmp_path_factory) -> pathlib.Path:
     """`embedpipe run` of the taxi example on the 2,000-row sample."""
     directory = tmp_path_factory.mktemp("taxi")
-    config = write_config(directory, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    config = write_config(directory, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                           model={"epochs": 20, "early_stopping_patience": 0})
     assert run_cli("run", config, "--output", directory / "runs", "--run-id", "t1") == 0
     return directory / "runs" / "t1"

@@ -44,12 +44,13 @@ def test_the_terminal_shows_a_short_clean_account(user_run):
     assert len(lines) <= 32, err
     assert not [line for line in lines if any(noise in line for noise in NOISE)], err
     assert lines[0].startswith("run ") and any(line.startswith("preprocess done in") for line in lines)
-    assert any(line.startswith("train      epoch  1/20") for line in lines)
+    assert any(line.startswith("train      epoch  1/15") for line in lines)
     assert any(line.startswith("embed      done in") for line in lines)
     summary = err[err.index("run        complete"):]
-    assert "embeddings/{day_hour,payment,company,pickup_area}/*.parquet" in summary
+    assert "embeddings/{day_hour}/*.parquet" in summary
     assert "embedpipe neighbors" in summary and "--entity day_hour" in summary
-    assert any("eval RMSE" in line and "training mean" in line and "linear" in line for line in lines)
+    assert any("eval RMSE of log(1 + label)" in line and "training mean" in line and "linear" in line for line in lines)
+    assert any(line.startswith("preprocess filters: ") for line in lines)
     assert out == ""
 
 
@@ -57,7 +58,7 @@ def test_every_stage_logs_in_full_into_the_run(user_run):
     run, _, _ = user_run
     logs = {path.stem: path.read_text() for path in (run / "logs").glob("*.log")}
     assert sorted(logs) == ["embed", "preprocess", "train"]
-    assert "WriteImpl" in logs["preprocess"] and "epoch  1/20" in logs["train"]
+    assert "WriteImpl" in logs["preprocess"] and "epoch  1/15" in logs["train"]
     assert "absl::InitializeLog" in logs["preprocess"] + logs["train"]      # native chatter lands here
 
 
@@ -76,10 +77,9 @@ def test_the_local_runner_is_pinned_and_recorded(user_run):
     (["train", "/nonexistent/run"], "/nonexistent/run: no such run directory"),
     (["train", "{tmp}"], "is not an embedpipe run directory (no manifest.json)"),
     (["embed", "{pre}"], "train has not run; run `embedpipe train"),
-    (["neighbors", "{run}", "--entity", "nothing", "--key", "x"],
-     "no entity 'nothing' (entities: company, day_hour, payment, pickup_area)"),
-    (["neighbors", "{run}", "--entity", "payment", "--key", "credit card"],
-     "keys are case-sensitive: did you mean 'Credit Card'?"),
+    (["neighbors", "{run}", "--entity", "nothing", "--key", "x"], "no entity 'nothing' (entities: day_hour)"),
+    (["neighbors", "{run}", "--entity", "day_hour", "--key", "mon|08"],
+     "keys are case-sensitive: did you mean 'Mon|08'?"),
     (["run", "{config}", "--direct_num_worker", "2"], "unrecognized option --direct_num_worker (did you mean "
                                                       "--direct_num_workers?)"),
     (["run", "{config}", "--direct_num_workers", "abc"], "argument --direct_num_workers: invalid int value"),
@@ -111,7 +111,7 @@ def test_a_failed_job_is_one_line_naming_the_stage_and_its_log(tmp_path, capsys)
     lines = TAXI_SAMPLE.read_text().splitlines()
     bad = [line.replace(line.split(",")[1], "", 1) if i % 3 == 0 else line for i, line in enumerate(lines[1:200])]
     (tmp_path / "bad.csv").write_text(lines[0] + "\n" + "\n".join(bad) + "\n")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "bad.csv")})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "bad.csv")})
     assert run_cli("run", config, "--output", tmp_path / "runs", "--run-id", "f") == 1
     err = capsys.readouterr().err.splitlines()
     failure = err[-1]
@@ -122,7 +122,7 @@ def test_a_failed_job_is_one_line_naming_the_stage_and_its_log(tmp_path, capsys)
 
 
 def test_ctrl_c_says_how_to_resume_and_a_killed_run_shows_interrupted(tmp_path):
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                           model={"epochs": 200, "early_stopping_patience": 0})
     process = cli_process("run", config, "--output", tmp_path / "runs", "--run-id", "c")
     history = tmp_path / "runs" / "c" / ".staging" / "train" / "history.jsonl"
@@ -152,8 +152,8 @@ def test_read_only_commands_load_neither_tensorflow_nor_beam(user_run, tmp_path)
     typo.write_text("name: x\nmodle: {}\n")
     program = ("import sys; from pipelines import cli; code = cli.main(sys.argv[1:]); "
                "print(code, 'tensorflow' in sys.modules, 'apache_beam' in sys.modules)")
-    for args in (["neighbors", run, "--entity", "day_hour", "--key", "1|1"], ["runs", run.parent],
-                 ["compare", run, run, "--entity", "payment"], ["run", typo], ["runs", "--help"]):
+    for args in (["neighbors", run, "--entity", "day_hour", "--key", "Mon|08"], ["runs", run.parent],
+                 ["compare", run, run, "--entity", "day_hour"], ["run", typo], ["runs", "--help"]):
         result = subprocess.run([sys.executable, "-c", program, *map(str, args)], cwd=ROOT, capture_output=True,
                                 text=True)
         assert result.stdout.splitlines()[-1].split()[-2:] == ["False", "False"], (args, result.stdout)

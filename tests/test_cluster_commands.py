@@ -45,7 +45,7 @@ def transform_names(pipeline: beam.Pipeline) -> set[str]:
 
 
 def assert_jobs_build(options: PipelineOptions, taxi_run, tmp_path) -> None:
-    config, _ = load_config(str(write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)})))
+    config, _ = load_config(str(write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)})))
     preprocess = make_pipeline(options)
     assert preprocess.runner.__class__.__name__ != "FnApiRunner"     # --runner passes through
     build_pipeline(preprocess, config, inspect_input(config), RunDir(str(tmp_path / "staging")), str(tmp_path / "tmp"))

@@ -10,13 +10,13 @@ from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 
 
 def taxi_dict(**changes) -> dict:
-    config = yaml.safe_load((ROOT / "examples" / "chicago_taxi.yaml").read_text())
+    config = yaml.safe_load((ROOT / "examples" / "chicago_taxi_fare.yaml").read_text())
     config.update(changes)
     return config
 
 
 def test_example_configs_are_valid():
-    for name in ("chicago_taxi", "movielens"):
+    for name in ("chicago_taxi", "chicago_taxi_fare", "movielens", "words"):
         config = config_from_dict(yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text()))
         assert config.name and config.entities
 
@@ -40,7 +40,7 @@ def test_defaults_and_derived_values():
     ({"features": {"a": {"type": "hash", "hash_buckets": 0}}}, "features.a.hash_buckets: must be >= 1"),
     ({"features": {"a": {"type": "vocabulary", "top_k": "ten"}}}, "features.a.top_k: expected an integer"),
     ({"features": {"a": {"type": "cross", "columns": ["x"], "hash_buckets": 3}}}, "features.a.columns: a cross needs"),
-    ({"features": {"a": {"type": "numeric", "normalize": "log"}}}, "features.a.normalize: 'log' is not one of"),
+    ({"features": {"a": {"type": "numeric", "normalize": "ln"}}}, "features.a.normalize: 'ln' is not one of"),
     ({"features": {"a": {"type": "identity", "num_buckets": 3, "top_k": 2}}}, "features.a.top_k: unknown key"),
 ])
 def test_invalid_values_name_their_key(changes, message):
@@ -67,7 +67,7 @@ def test_model_and_entity_errors():
     ({"input": {"path": "/nonexistent/*.csv", "format": "csv"}}, "input.path: no file matches"),
 ])
 def test_cli_exits_2_with_one_line(tmp_path, capsys, overrides, message):
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE), "format": "csv"})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE), "format": "csv"})
     data = yaml.safe_load(config.read_text())
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value

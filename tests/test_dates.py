@@ -73,7 +73,7 @@ def test_a_run_crosses_parts_of_a_timestamp(tmp_path):
                              np.where(notation == 1, stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                       (stamps - pd.Timedelta(hours=5)).dt.strftime("%Y-%m-%dT%H:%M:%S-05:00")))
     frame.to_csv(tmp_path / "trips.csv", index=False)
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "trips.csv")},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "trips.csv")},
                           features={"day_hour": {"type": "cross", "columns": ["when.day_of_week", "when.hour"],
                                                  "exact": True},
                                     "trip_miles": {"type": "numeric"}},

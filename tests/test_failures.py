@@ -59,7 +59,7 @@ def corrupted_csv(path: pathlib.Path) -> tuple[list[bytes], dict[str, str]]:
 
 def test_corrupted_csv_keeps_every_good_row(tmp_path):
     bad, reasons = corrupted_csv(tmp_path / "dirty.csv")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "dirty.csv"),
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "dirty.csv"),
                                                            "max_invalid_fraction": 0.05})
     assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "dirty") == 0
     run = tmp_path / "runs" / "dirty"
@@ -93,7 +93,7 @@ def test_corrupt_tfrecord_becomes_an_invalid_row(tmp_path):
     data[cut + 20] ^= 0xFF  # flip a byte three quarters in
     path.write_bytes(bytes(data))
     features = {"payment_type": {"type": "vocabulary"}, "trip_miles": {"type": "numeric"}}
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(path), "format": "tfrecord",
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(path), "format": "tfrecord",
                                                            "max_invalid_fraction": 0.5},
                           features=features, model={"embeddings": {}},
                           entities=[{"name": "payment", "key": "payment_type"}])
@@ -106,7 +106,7 @@ def test_corrupt_tfrecord_becomes_an_invalid_row(tmp_path):
 
 def test_invalid_fraction_threshold_fails_and_publishes_only_invalid(tmp_path, capsys):
     bad, _ = corrupted_csv(tmp_path / "dirty.csv")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "dirty.csv")})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "dirty.csv")})
     assert run_cli("run", config, "--output", tmp_path / "runs", "--run-id", "x") == 1
     err = capsys.readouterr().err
     assert f"{len(bad)} of {GOOD_ROWS + len(bad) + 5} rows invalid" in err and "max_invalid_fraction" in err
@@ -119,11 +119,11 @@ def test_invalid_fraction_threshold_fails_and_publishes_only_invalid(tmp_path, c
 
 def test_empty_input_is_an_error(tmp_path, capsys):
     (tmp_path / "empty.csv").write_bytes(TAXI_SAMPLE.read_bytes().splitlines()[0] + b"\n")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "empty.csv")})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "empty.csv")})
     assert run_cli("preprocess", config, "--output", tmp_path / "runs") == 1
     assert "the input has no rows" in capsys.readouterr().err
     (tmp_path / "blank.csv").write_bytes(b"")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "blank.csv")})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "blank.csv")})
     assert run_cli("preprocess", config, "--output", tmp_path / "runs") == 2
     assert "needs a header row" in capsys.readouterr().err
 
@@ -131,7 +131,7 @@ def test_empty_input_is_an_error(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ kills
 
 def small_config(directory: pathlib.Path, epochs: int = 25) -> pathlib.Path:
-    return write_config(directory, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    return write_config(directory, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                         model={"epochs": epochs, "early_stopping_patience": 0, "batch_size": 64})
 
 
@@ -216,6 +216,6 @@ def test_complete_run_is_not_overwritten_without_the_flag(tmp_path, reference_ru
     assert run_cli("run", config, "--output", output, "--run-id", "ref") == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert manifest(reference_run)["stages"]["embed"]["started_at"] == before
-    other = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)}, model={"epochs": 1})
+    other = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)}, model={"epochs": 1})
     assert run_cli("run", other, "--output", output, "--run-id", "ref") == 2
     assert "different config" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def train_in_processes(run_dir, workers: int) -> list[subprocess.CompletedProces
 
 
 def preprocess_taxi_sample(tmp_path, run_id: str) -> None:
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                           model={"epochs": EPOCHS, "early_stopping_patience": 0})
     assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", run_id) == 0
 

@@ -32,7 +32,7 @@ def invalid_rows(run: pathlib.Path) -> list[dict]:
 
 
 def taxi_config(directory: pathlib.Path, path, **overrides) -> pathlib.Path:
-    return write_config(directory, "chicago_taxi", input={"path": str(path), **overrides.pop("input", {})},
+    return write_config(directory, "chicago_taxi_fare", input={"path": str(path), **overrides.pop("input", {})},
                         model={"epochs": 1, "early_stopping_patience": 0, **overrides.pop("model", {})}, **overrides)
 
 
@@ -84,7 +84,7 @@ def test_nested_json_values_are_invalid_and_booleans_are_categories(tmp_path):
     records += [{"user": {"name": "Acme", "id": 2}, "item": "i1", "flag": True, "y": 1.0},
                 {"user": "u1", "item": ["Cash", "Credit Card"], "flag": True, "y": 1.0}]
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "rows.jsonl"), "format": "jsonl",
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "rows.jsonl"), "format": "jsonl",
                                                            "max_invalid_fraction": 0.1},
                           features={"user": {"type": "vocabulary"}, "item": {"type": "vocabulary"},
                                     "flag": {"type": "vocabulary"}},

@@ -18,7 +18,7 @@ def test_collisions_and_a_side_table(tmp_path, capsys):
     names = pd.DataFrame({"code": companies[::2], "name": [f"Company {c.upper()}" for c in companies[::2]],
                           "since": range(len(companies[::2]))})
     names.to_csv(tmp_path / "names.csv", index=False)
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                           features={"company": {"type": "hash", "hash_buckets": 8}, "trip_miles": {"type": "numeric"}},
                           model={"epochs": 1, "embeddings": {}},
                           entities=[{"name": "company", "key": "company",
@@ -53,10 +53,30 @@ def test_collisions_and_a_side_table(tmp_path, capsys):
 
 def test_a_side_table_column_that_does_not_exist(tmp_path, capsys):
     pd.DataFrame({"code": ["a"], "name": ["A"]}).to_csv(tmp_path / "names.csv", index=False)
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                           entities=[{"name": "company", "key": "company",
                                      "metadata_from": {"path": str(tmp_path / "names.csv"), "key": "code",
                                                        "columns": ["title"]}}])
     assert run_cli("run", config, "--output", tmp_path / "runs") == 2
     assert "entities[0].metadata_from: column 'title' is not in" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_row_filters_leave_rows_out_and_count_them(tmp_path, capsys):
+    frame = pd.read_csv(TAXI_SAMPLE)
+    filters = [{"column": "trip_miles", "min": 0.5}, {"column": "trip_seconds", "min": 60, "max": 14400},
+               {"column": "payment_type", "values": ["Cash", "Credit Card"]}]
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE), "filters": filters},
+                          model={"epochs": 1})
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "f") == 0
+    facts = json.loads((tmp_path / "runs" / "f" / "manifest.json").read_text())["stages"]["preprocess"]
+    miles = frame.trip_miles.fillna(-1) >= 0.5
+    seconds = frame.trip_seconds.between(60, 14400)
+    payment = frame.payment_type.isin(["Cash", "Credit Card"])
+    assert facts["filtered"] == {"trip_miles outside [0.5, inf]": int((~miles).sum()),
+                                 "trip_seconds outside [60, 14400]": int((miles & ~seconds).sum()),
+                                 "payment_type not in ['Cash', 'Credit Card']": int((miles & seconds & ~payment).sum())}
+    counts = facts["counts"]
+    assert counts["rows_valid"] == int((miles & seconds & payment).sum())
+    assert counts["rows_read"] == len(frame) == counts["rows_valid"] + counts["rows_filtered"] + counts["rows_invalid"]
+    assert "filters: " in capsys.readouterr().err

@@ -15,7 +15,7 @@ PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_ty
 
 
 def test_portable_runner_matches_direct_runner(tmp_path, taxi_run):
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
                           model={"epochs": 20, "early_stopping_patience": 0})   # as the taxi_run fixture
     assert run_cli("run", config, "--output", tmp_path / "runs", "--run-id", "portable", *PORTABLE) == 0
     run = tmp_path / "runs" / "portable"

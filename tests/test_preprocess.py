@@ -50,7 +50,7 @@ def test_outputs_and_counts(taxi_run):
 
 
 def test_same_split_on_a_second_run(tmp_path, taxi_run):
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(TAXI_SAMPLE)})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)})
     assert run_cli("preprocess", config, "--output", tmp_path, "--run-id", "again") == 0
     again = tmp_path / "again"
     assert manifest(again)["stages"]["preprocess"]["counts"] == manifest(taxi_run)["stages"]["preprocess"]["counts"]
@@ -95,7 +95,7 @@ def test_every_table_format_gives_the_same_result(format_sample, fmt):
                 "payment_type": {"type": "vocabulary"}, "trip_miles": {"type": "numeric"},
                 "area": {"type": "identity", "column": "pickup_community_area", "num_buckets": 78}}
     (directory / fmt).mkdir()
-    config = write_config(directory / fmt, "chicago_taxi",
+    config = write_config(directory / fmt, "chicago_taxi_fare",
                           input={"path": str(path), "format": fmt}, features=features,
                           entities=[{"name": "day_hour", "key": "day_hour"}, {"name": "area", "key": "area"}])
     assert run_cli("preprocess", config, "--output", directory / "runs", "--run-id", fmt) == 0
@@ -116,7 +116,7 @@ def test_text_format_reads_one_document_per_line(tmp_path):
     features = {"doc": {"type": "hash", "column": "text", "hash_buckets": 8},
                 "doc_id": {"type": "hash", "column": "text", "hash_buckets": 16},
                 "words": {"type": "text", "column": "text"}}
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "docs.txt"), "format": "text"},
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "docs.txt"), "format": "text"},
                           features=features, model={"kind": "two_tower", "query": ["doc"], "candidate": ["doc_id", "words"],
                                                     "embeddings": {}},
                           entities=[{"name": "word", "key": "words"}], split={"eval_fraction": 0.01})

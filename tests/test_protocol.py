@@ -27,7 +27,7 @@ def small_config(directory: pathlib.Path, epochs: int = 1) -> pathlib.Path:
     data = directory / "small.csv"
     if not data.exists():
         data.write_text("\n".join(TAXI_SAMPLE.read_text().splitlines()[:SMALL_ROWS + 1]) + "\n")
-    return write_config(directory, "chicago_taxi", input={"path": str(data)},
+    return write_config(directory, "chicago_taxi_fare", input={"path": str(data)},
                         model={"epochs": epochs, "early_stopping_patience": 0, "batch_size": 64})
 
 
@@ -65,7 +65,7 @@ def two_runs(tmp_path_factory) -> pathlib.Path:
 def copy_of(two_runs: pathlib.Path, tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """A copy of the two runs' output, and the config they were made from."""
     shutil.copytree(two_runs / "runs", tmp_path / "runs")
-    return two_runs / "chicago_taxi.yaml", tmp_path / "runs"
+    return two_runs / "chicago_taxi_fare.yaml", tmp_path / "runs"
 
 
 # A program that runs the CLI and SIGKILLs itself at the n-th publishing rename, before or after it:

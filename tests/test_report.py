@@ -271,7 +271,7 @@ def test_report_size_stays_small(any_run):
 
 def test_a_failed_run_gets_a_page_naming_the_failed_stage(tmp_path):
     corrupted_csv(tmp_path / "dirty.csv")
-    config = write_config(tmp_path, "chicago_taxi", input={"path": str(tmp_path / "dirty.csv")})
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "dirty.csv")})
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(config), "--output",
                              str(tmp_path / "runs"), "--run-id", "x"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

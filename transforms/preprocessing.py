@@ -118,9 +118,11 @@ def _numeric(spec: FeatureConfig, x: tf.Tensor) -> tf.Tensor:
     another analyzer's output needs a second pass over the data, for which tf.Transform keeps the
     whole dataset between the passes (in memory on the DirectRunner).
     """
+    if spec.normalize == "log":  # heavy-tailed amounts, distances, counts: log(1 + max(x, 0)), then z-scored
+        x = tf.math.log1p(tf.maximum(x, 0.0))
     finite = tf.math.is_finite(x)
     observed = tf.boolean_mask(x, finite)
-    if spec.normalize == "zscore" and not spec.bucketize:
+    if spec.normalize in ("zscore", "log") and not spec.bucketize:
         mean = tft.mean(observed, name=f"{spec.name}_mean")
         variance = tft.var(observed, name=f"{spec.name}_var")
         deviation = tf.math.divide_no_nan(x - tf.cast(mean, x.dtype), tf.sqrt(tf.cast(variance, x.dtype)))

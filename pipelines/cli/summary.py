@@ -9,13 +9,16 @@ from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
 
 SHOWN_REASONS = 3
-COLLISION_WARNING_SHARE = 0.01
+COLLISION_WARNING_SHARE = 0.05   # birthday collisions: 57 keys in 1,024 buckets share at 5%
 
 
 def preprocess_lines(facts: dict[str, Any]) -> list[str]:
     counts = facts["counts"]
+    filtered = f", {counts['rows_filtered']:,} filtered out" if counts.get("rows_filtered") else ""
     lines = [f"{counts['rows_read']:,} rows read: {counts['rows_valid']:,} valid ({counts['rows_train']:,} train, "
-             f"{counts['rows_eval']:,} eval), {counts['rows_invalid']:,} invalid"]
+             f"{counts['rows_eval']:,} eval), {counts['rows_invalid']:,} invalid{filtered}"]
+    if filtered:
+        lines.append("filters: " + "; ".join(f"{count:,} x {reason}" for reason, count in facts["filtered"].items()))
     reasons = facts.get("invalid_reasons", {})
     if reasons:
         shown = "; ".join(f"{count:,} x {kind}" for kind, count in list(reasons.items())[:SHOWN_REASONS])

@@ -13,11 +13,32 @@ INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord", "text")
 FEATURE_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "numeric", "text")
 CATEGORICAL_TYPES = ("vocabulary", "vocabulary_list", "identity", "hash", "cross", "text")
 MODEL_KINDS = ("supervised", "two_tower", "skipgram")
-NORMALIZERS = ("zscore", "minmax", "none")
+NORMALIZERS = ("zscore", "log", "minmax", "none")
 TASKS = ("regression", "classification")
 LABEL_TRANSFORMS = ("none", "log")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 SOFTMAX = ("in_batch", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class RowFilter:
+    """Keeps rows whose `column` is within [min, max] (numbers) or among `values` (categories)."""
+    column: str
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] = ()
+
+    @property
+    def numeric(self) -> bool:
+        return not self.values
+
+    def describe(self) -> str:
+        """How rows are counted out: "trip_miles outside [0.5, inf]", "payment_type not in [...]"."""
+        if self.values:
+            return f"{self.column} not in {list(self.values)}"
+        low = "-inf" if self.min is None else f"{self.min:g}"
+        high = "inf" if self.max is None else f"{self.max:g}"
+        return f"{self.column} outside [{low}, {high}]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +49,7 @@ class InputConfig:
     text_column: str = "text"
     max_invalid_fraction: float = 0.01
     time_zone: str = "UTC"
+    filters: tuple[RowFilter, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +249,7 @@ class Config:
         for feature in self.features.values():
             for column in feature.raw_columns:
                 seen.setdefault(column, None)
-        extra = [self.label_column, self.split.column, *self.split.key]
+        extra = [self.label_column, self.split.column, *self.split.key, *(f.column for f in self.input.filters)]
         extra += [m for e in self.entities for m in e.metadata]
         for column in extra:
             if column:

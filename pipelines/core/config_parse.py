@@ -15,7 +15,7 @@ import yaml
 
 from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS, OPTIMIZERS, SOFTMAX,
                                    TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
-                                   SideTableConfig, SplitConfig, WarmStartConfig)
+                                   RowFilter, SideTableConfig, SplitConfig, WarmStartConfig)
 from pipelines.core.dates import check_zone, split_reference
 from pipelines.core.errors import ConfigError
 
@@ -169,7 +169,7 @@ _FEATURE_KEYS = {
 
 
 def _parse_input(section: _Section) -> InputConfig:
-    section.check_keys(("path", "format", "delimiter", "text_column", "max_invalid_fraction", "time_zone"))
+    section.check_keys(("path", "format", "delimiter", "text_column", "max_invalid_fraction", "time_zone", "filters"))
     time_zone = section.get("time_zone", str, "UTC")
     try:
         check_zone(time_zone)
@@ -188,7 +188,25 @@ def _parse_input(section: _Section) -> InputConfig:
         text_column=section.get("text_column", str, "text"),
         max_invalid_fraction=fraction,
         time_zone=time_zone,
+        filters=_parse_filters(section.get("filters", list, []), section.key("filters")),
     )
+
+
+def _parse_filters(items: list, path: str) -> tuple[RowFilter, ...]:
+    filters = []
+    for index, item in enumerate(items):
+        section = _Section(item, f"{path}[{index}]")
+        section.check_keys(("column", "min", "max", "values"))
+        values = section.get("values", list, [])
+        low, high = section.get("min", float), section.get("max", float)
+        if values and (low is not None or high is not None):
+            raise ConfigError(f"{section.key('values')}: a filter has values or a range (min, max), not both")
+        if not values and low is None and high is None:
+            raise ConfigError(f"{section.path}: give min, max or values")
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"{section.key('min')}: {low:g} is above max {high:g}")
+        filters.append(RowFilter(section.get("column", str, required=True), low, high, tuple(map(str, values))))
+    return tuple(filters)
 
 
 def _parse_split(section: _Section) -> SplitConfig:

@@ -33,6 +33,7 @@ from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess import columnar
 from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatchSink, TFRecordBatchSource
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
+from pipelines.stages.preprocess.filters import apply_filters
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
 from pipelines.stages.preprocess.statistics import ComputeFeatureStatistics
@@ -40,8 +41,10 @@ from transforms.preprocessing import build_preprocessing_fn
 
 logger = logging.getLogger(__name__)
 
-COUNTERS = ("rows_read", "rows_valid", "rows_invalid", "rows_train", "rows_eval", "identity_out_of_range")
+COUNTERS = ("rows_read", "rows_valid", "rows_invalid", "rows_filtered", "rows_train", "rows_eval",
+            "identity_out_of_range")
 INVALID_NAMESPACE = f"{COUNTER_NAMESPACE}.invalid"
+FILTERED_NAMESPACE = f"{COUNTER_NAMESPACE}.filtered"
 _TF_DTYPES = {FLOAT: tf.float32, INT: tf.int64}
 
 
@@ -182,10 +185,19 @@ class DecodeRows(beam.DoFn):
         yield beam.pvalue.TaggedOutput("invalid", {"file": source, "record": record, "reason": reason, "kind": kind})
 
     def _emit(self, train: pa.Table, evaluation: pa.Table, invalid: int, out_of_range: int) -> Iterator[Any]:
+        filtered = 0
+        if self._config.input.filters:
+            (train, left_train), (evaluation, left_eval) = (apply_filters(t, self._config.input.filters)
+                                                            for t in (train, evaluation))
+            for reason in left_train:
+                count = left_train[reason] + left_eval[reason]
+                filtered += count
+                if self._count and count:
+                    Metrics.counter(FILTERED_NAMESPACE, reason).inc(count)
         valid = train.num_rows + evaluation.num_rows
-        for name, value in (("rows_read", valid + invalid), ("rows_valid", valid), ("rows_invalid", invalid),
-                            ("rows_train", train.num_rows), ("rows_eval", evaluation.num_rows),
-                            ("identity_out_of_range", out_of_range)):
+        for name, value in (("rows_read", valid + invalid + filtered), ("rows_valid", valid),
+                            ("rows_invalid", invalid), ("rows_filtered", filtered), ("rows_train", train.num_rows),
+                            ("rows_eval", evaluation.num_rows), ("identity_out_of_range", out_of_range)):
             if name in self._counters:
                 self._counters[name].inc(value)
         for split, table in (("train", train), ("eval", evaluation)):
@@ -356,6 +368,9 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
         result = run_pipeline(pipeline)
         info["counts"] = counts = read_counters(result, COUNTERS)
         info["invalid_reasons"] = reasons = invalid_reasons(result)
+        if config.input.filters:
+            info["filtered"] = read_counters(result, tuple(f.describe() for f in config.input.filters),
+                                             FILTERED_NAMESPACE)
         fs.remove(staged.join("tmp"))
         try:
             check_invalid_fraction(counts, reasons, config.input.max_invalid_fraction, run.invalid_dir)

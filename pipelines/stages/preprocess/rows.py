@@ -196,7 +196,7 @@ def _string(column: str, value: Any) -> str:
 
 def _metadata(column: str, value: Any, arrow_type: pa.DataType) -> Any:
     """Metadata keeps its input type; a value that does not fit it makes the row invalid."""
-    if value is None:
+    if value is None or (value == "" and not pa.types.is_string(arrow_type)):
         return None
     if pa.types.is_string(arrow_type):
         if isinstance(value, (dict, list)):

@@ -94,10 +94,13 @@ def inspect_input(config: Config) -> RawSchema:
         _check_columns(config, available, files[0])
     types = transform_column_types(config)
     numeric = frozenset(c for f in config.features.values() if f.type == "numeric" for c in f.raw_columns)
-    metadata = {m for e in config.entities for m in e.metadata}
+    metadata = {m: metadata_types.get(m, pa.string()) for e in config.entities for m in e.metadata}
+    for row_filter in config.input.filters:   # filter columns typed only for filtering
+        if row_filter.column not in types and row_filter.column not in metadata:
+            metadata[row_filter.column] = pa.float64() if row_filter.numeric else pa.string()
     return RawSchema(
         files=tuple(files), headers=headers, types=types, numeric=numeric,
-        metadata_types={m: metadata_types.get(m, pa.string()) for m in metadata}, quoted_newlines=quoted_newlines,
+        metadata_types=metadata, quoted_newlines=quoted_newlines,
         timestamps=frozenset(c for f in config.features.values() for c in f.timestamp_columns))
 
 
@@ -124,6 +127,7 @@ def _check_columns(config: Config, available: set[str], path: str) -> None:
     named = [("model.label", config.label_column), ("split.column", config.split.column)]
     named += [("split.key", k) for k in config.split.key]
     named += [(f"entities[{i}].metadata", m) for i, e in enumerate(config.entities) for m in e.metadata]
+    named += [(f"input.filters[{i}].column", f.column) for i, f in enumerate(config.input.filters)]
     for key, column in named:
         if column and column not in available:
             raise missing(key, column)
