@@ -20,6 +20,7 @@ NORMALIZERS = ("zscore", "minmax", "none")
 TASKS = ("regression", "classification")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 SOFTMAX = ("in_batch", "full")
+QUERY_ENCODERS = ("mean", "attention")
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,10 @@ class ModelConfig:
     l2: float = 0.0
     query_history: int = 0
     history_order: str | None = None
+    query_encoder: str = "mean"
+    attention_blocks: int = 1
+    attention_heads: int = 1
+    attention_dropout: float = 0.2
     eval_max_examples: int = 20000
 
     def dim_of(self, feature: str) -> int:
@@ -315,42 +320,56 @@ def _parse_feature(name: str, section: _Section) -> FeatureConfig:
     return FeatureConfig(**fields)
 
 
+# Two-tower defaults that differ from the other kinds' (chosen by the sweep in the README's Models section).
+TWO_TOWER_DEFAULTS = {"embedding_dim": 64, "hidden_units": [], "epochs": 30, "batch_size": 512,
+                      "learning_rate": 0.005, "temperature": 0.2, "l2": 0.0, "early_stopping_patience": 3}
+
+
 def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> ModelConfig:
     section.check_keys(tuple(f.name for f in dataclasses.fields(ModelConfig)))
     kind = section.choice("kind", MODEL_KINDS)
+    defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
+                "learning_rate": 0.01, "temperature": 0.05, "l2": 0.0, "early_stopping_patience": 0}
+    if kind == "two_tower":
+        defaults.update(TWO_TOWER_DEFAULTS)
     embeddings = section.get("embeddings", dict, {})
     for feature, dim in embeddings.items():
         if feature not in features:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: not a configured feature")
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: must be a positive integer, got {dim!r}")
-    hidden = section.get("hidden_units", list, [64, 32])
+    hidden = section.get("hidden_units", list, defaults["hidden_units"])
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
         raise ConfigError(f"{section.key('hidden_units')}: expected a list of positive integers, got {hidden!r}")
     model = ModelConfig(
         kind=kind,
-        embedding_dim=section.positive_int("embedding_dim", 32),
+        embedding_dim=section.positive_int("embedding_dim", defaults["embedding_dim"]),
         embeddings=dict(embeddings),
         query=section.names("query"),
         candidate=section.names("candidate"),
         label=section.get("label", str),
         task=section.choice("task", TASKS, "regression"),
-        epochs=section.positive_int("epochs", 10),
-        batch_size=section.positive_int("batch_size", 1024),
-        learning_rate=section.get("learning_rate", float, 0.01),
+        epochs=section.positive_int("epochs", defaults["epochs"]),
+        batch_size=section.positive_int("batch_size", defaults["batch_size"]),
+        learning_rate=section.get("learning_rate", float, defaults["learning_rate"]),
         optimizer=section.choice("optimizer", OPTIMIZERS, "adam"),
         hidden_units=tuple(hidden),
-        early_stopping_patience=section.positive_int("early_stopping_patience", 0, minimum=0),
+        early_stopping_patience=section.positive_int("early_stopping_patience", defaults["early_stopping_patience"],
+                                                    minimum=0),
         seed=section.get("seed", int, 42),
-        temperature=section.get("temperature", float, 0.05),
+        temperature=section.get("temperature", float, defaults["temperature"]),
         sampling_correction=section.get("sampling_correction", bool, True),
         softmax=section.choice("softmax", SOFTMAX, "in_batch"),
         window=section.positive_int("window", 5),
         negatives=section.positive_int("negatives", 5),
         subsample=section.get("subsample", float, 1e-3),
-        l2=section.get("l2", float, 0.0),
+        l2=section.get("l2", float, defaults["l2"]),
         query_history=section.positive_int("query_history", 0, minimum=0),
         history_order=section.get("history_order", str),
+        query_encoder=section.choice("query_encoder", QUERY_ENCODERS, "mean"),
+        attention_blocks=section.positive_int("attention_blocks", 1),
+        attention_heads=section.positive_int("attention_heads", 1),
+        attention_dropout=section.get("attention_dropout", float, 0.2),
         eval_max_examples=section.positive_int("eval_max_examples", 20000),
     )
     if model.learning_rate <= 0 or not math.isfinite(model.learning_rate):
@@ -361,6 +380,11 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         raise ConfigError(f"{section.key('l2')}: must be >= 0")
     if model.temperature <= 0:
         raise ConfigError(f"{section.key('temperature')}: must be a positive number")
+    if not 0 <= model.attention_dropout < 1:
+        raise ConfigError(f"{section.key('attention_dropout')}: must be in [0, 1)")
+    if model.embedding_dim % model.attention_heads:
+        raise ConfigError(f"{section.key('attention_heads')}: must divide model.embedding_dim "
+                          f"({model.embedding_dim}), got {model.attention_heads}")
     _check_model_features(section, model, features)
     return model
 
@@ -387,6 +411,8 @@ def _check_model_features(section: _Section, model: ModelConfig, features: Mappi
             raise ConfigError(f"{section.key('history_order')}: {order!r} must be a numeric feature (not bucketized)")
         if order and not model.query_history:
             raise ConfigError(f"{section.key('history_order')}: needs model.query_history")
+        if model.query_encoder == "attention" and not model.query_history:
+            raise ConfigError(f"{section.key('query_encoder')}: attention needs model.query_history (its length)")
         shared = set(model.query) & set(model.candidate)
         if shared:
             raise ConfigError(f"{section.key('candidate')}: {sorted(shared)} also in model.query")

@@ -129,8 +129,10 @@ class Trainer:
             keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs"), embeddings_freq=0),
         ]
         if model.early_stopping_patience and not parameter_servers:
+            # A two-tower model is judged by what it retrieves: its loss can rise while HR@10 still improves.
+            monitor, mode = ("val_hr@10", "max") if model.kind == "two_tower" else ("val_loss", "min")
             callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=model.early_stopping_patience, restore_best_weights=True))
+                monitor=monitor, mode=mode, patience=model.early_stopping_patience, restore_best_weights=True))
         return callbacks
 
     def build(self) -> tuple[keras.Model, Any]:
@@ -169,9 +171,11 @@ class Trainer:
             # comparable from epoch to epoch, and kept in memory instead of re-read from disk.
             evaluation = evaluation.take(-(-model.eval_max_examples // model.batch_size)).cache()
             return train, evaluation, steps_per_epoch(extra, keep, model.batch_size)
-        with_label = model.kind == "supervised"
-        return (self.dataset("train", shuffle=True, with_label=with_label),
-                self.dataset("eval", with_label=with_label), None)
+        if model.kind == "two_tower":
+            # Ranked against the whole catalogue every epoch: capped, and kept in memory.
+            validation = self.dataset("eval", with_label=False).take(-(-model.eval_max_examples // model.batch_size))
+            return self.dataset("train", shuffle=True, with_label=False), validation.cache(), None
+        return self.dataset("train", shuffle=True), self.dataset("eval"), None
 
     def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
         model = self.config.model
