@@ -117,6 +117,7 @@ class TwoTowerModel(keras.Model):
                                   tf.Variable(items.row_splits, trainable=False, name="history_row_splits"))
             if model.history_order:
                 self.history_times = tf.Variable(times.values, trainable=False, name="history_times")
+                self.history_search_steps = int(max(items.row_lengths().numpy(), default=0)).bit_length()
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hit_rate = keras.metrics.Mean(name=f"hr@{TOP_K}")
         self.ndcg = keras.metrics.Mean(name=f"ndcg@{TOP_K}")
@@ -143,17 +144,37 @@ class TwoTowerModel(keras.Model):
     def _history(self, features: dict, exclude: tf.Tensor | None) -> tf.RaggedTensor:
         values, splits = self.history_table
         queries = features[self.query_id]
-        items = tf.gather(tf.RaggedTensor.from_row_splits(values, splits), queries)
-        if self.history_times is not None:
-            if self.history_order in features:
-                times = tf.gather(tf.RaggedTensor.from_row_splits(self.history_times, splits), queries)
-                now = tf.expand_dims(tf.cast(features[self.history_order], tf.float32), 1)
-                items = tf.ragged.boolean_mask(items, times < now)
-        elif exclude is not None:
+        if self.history_times is None and exclude is not None:
+            items = tf.gather(tf.RaggedTensor.from_row_splits(values, splits), queries)
             items = tf.ragged.boolean_mask(items, tf.not_equal(items, tf.expand_dims(exclude, 1)))
-        lengths = items.row_lengths()
-        latest = tf.ragged.range(lengths) >= tf.expand_dims(lengths - self.history_length, 1)
-        return tf.ragged.boolean_mask(items, latest)
+            lengths = items.row_lengths()
+            latest = tf.ragged.range(lengths) >= tf.expand_dims(lengths - self.history_length, 1)
+            return tf.ragged.boolean_mask(items, latest)
+        starts, ends = tf.gather(splits, queries), tf.gather(splits, queries + 1)       # [batch]
+        if self.history_times is not None and self.history_order in features:
+            ends = self._first_at_or_after(starts, ends, tf.cast(features[self.history_order], tf.float32))
+        positions = tf.ragged.range(tf.maximum(ends - self.history_length, starts), ends)
+        return positions.with_flat_values(tf.gather(values, positions.flat_values))
+
+    def _first_at_or_after(self, starts: tf.Tensor, ends: tf.Tensor, now: tf.Tensor) -> tf.Tensor:
+        """Binary search of each row's query's stored times (oldest first) for the row's own time.
+
+        Args:
+            starts, ends: bounds of each row's query's items in the stored values [batch].
+            now: each row's order value [batch].
+
+        Returns:
+            Index of the first stored item at or after `now` [batch]: the items before the row are
+            [starts, result). Gathering every stored time of every row instead took 40% of a
+            training step on MovieLens.
+        """
+        last = tf.size(self.history_times, out_type=starts.dtype) - 1
+        for _ in range(self.history_search_steps):
+            middle = (starts + ends) // 2
+            before = tf.logical_and(middle < ends, tf.gather(self.history_times, tf.minimum(middle, last)) < now)
+            starts = tf.where(before, middle + 1, starts)
+            ends = tf.where(before, ends, middle)
+        return starts
 
     def history_sequence(self, items: tf.RaggedTensor) -> tf.Tensor:
         """Items [batch, (<= query_history)], oldest first -> [batch, query_history], right-aligned
