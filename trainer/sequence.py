@@ -87,9 +87,9 @@ class SequenceEncoder(keras.layers.Layer):
         length: positions (the configured `query_history`).
         blocks: transformer blocks (>= 1).
         heads: attention heads.
-        dropout: dropout rate of the attention and of the sub-layers' outputs (not of the input
-            embeddings, SASRec's third place for it: on [batch, length, dim] its random draws
-            cost a third of a training step on two CPU cores).
+        dropout: dropout rate of the attention and of the sub-layers' outputs. Not of the input
+            embeddings, SASRec's third place for it: its random draws over [batch, length, dim]
+            took a third of the encoder's forward pass here (6 of 18 ms for 512 x 50 x 64).
         l2: L2 penalty on the item vectors the batch uses (as `CategoricalEmbedding`).
         table_name: name of the item table layer (`embedding_<name>`, found by `embedding_layers`).
     """
