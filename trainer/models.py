@@ -1,6 +1,8 @@
 """The model kinds: supervised (embeddings inside a regression/classification net) and two-tower."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -119,6 +121,9 @@ class TwoTowerModel(keras.Model):
                 self.history_times = tf.Variable(times.values, trainable=False, name="history_times")
                 self.history_search_steps = int(max(items.row_lengths().numpy(), default=0)).bit_length()
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # The metrics' results are already synchronised across replicas; tf_keras' default ("auto",
+        # summing replicas' results) logged N times the value with N workers.
+        self.distribute_reduction_method = "first"
         self.hit_rate = keras.metrics.Mean(name=f"hr@{TOP_K}")
         self.ndcg = keras.metrics.Mean(name=f"ndcg@{TOP_K}")
 
@@ -273,13 +278,16 @@ def _gather_replicas(candidate: tf.Tensor, ids: tf.Tensor, log_prob: tf.Tensor |
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return candidate, ids, log_prob, None
-    local = tf.shape(candidate)[0]
-    sizes = context.all_gather(tf.expand_dims(local, 0), axis=0)                          # [replicas]
-    offset = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
-    candidate = context.all_gather(candidate, axis=0)
-    ids = context.all_gather(ids, axis=0)
-    if log_prob is not None:
-        log_prob = context.all_gather(log_prob, axis=0)
+    devices = context.strategy.extended.worker_devices
+    # A collective gathers onto its input's device; a worker with one device leaves its tensors unplaced.
+    with tf.device(devices[0]) if len(devices) == 1 else contextlib.nullcontext():
+        local = tf.shape(candidate)[0]
+        sizes = context.all_gather(tf.expand_dims(tf.identity(local), 0), axis=0)         # [replicas]
+        offset = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+        candidate = context.all_gather(tf.identity(candidate), axis=0)
+        ids = context.all_gather(tf.identity(ids), axis=0)
+        if log_prob is not None:
+            log_prob = context.all_gather(tf.identity(log_prob), axis=0)
     return candidate, ids, log_prob, offset + tf.range(local)
 
 
