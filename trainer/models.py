@@ -262,8 +262,8 @@ class TwoTowerModel(keras.Model):
 
 def _gather_replicas(candidate: tf.Tensor, ids: tf.Tensor, log_prob: tf.Tensor | None
                      ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
-    """Every replica's candidates as the negatives of this replica's queries (TFRS's retrieval task
-    does the same), so N workers train on the negatives one worker would see with the same global batch.
+    """Every replica's candidates as the negatives of this replica's queries, so N workers train on
+    the negatives one worker would see with the same global batch.
 
     Args:
         candidate: this replica's candidate vectors [local, dim].
