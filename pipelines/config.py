@@ -91,7 +91,7 @@ class ModelConfig:
     hidden_units: tuple[int, ...] = (64, 32)
     early_stopping_patience: int = 0
     seed: int = 42
-    temperature: float = 0.05
+    temperature: float = 0.2
     sampling_correction: bool = True
     softmax: str = "in_batch"
     window: int = 5
@@ -324,11 +324,11 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
     section.check_keys(tuple(f.name for f in dataclasses.fields(ModelConfig)))
     kind = section.choice("kind", MODEL_KINDS)
     defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
-                "learning_rate": 0.01, "temperature": 0.05, "l2": 0.0, "early_stopping_patience": 0}
+                "learning_rate": 0.01, "l2": 0.0, "early_stopping_patience": 0}
     if kind == "two_tower":
         # Chosen by the validation sweep in the README (Models); epochs is a bound, early stopping ends training.
         defaults.update({"embedding_dim": 64, "hidden_units": [], "epochs": 30, "batch_size": 512,
-                         "learning_rate": 0.005, "temperature": 0.2, "l2": 0.1, "early_stopping_patience": 3})
+                         "learning_rate": 0.005, "l2": 0.1, "early_stopping_patience": 3})
     embeddings = section.get("embeddings", dict, {})
     for feature, dim in embeddings.items():
         if feature not in features:
@@ -354,7 +354,7 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         early_stopping_patience=section.positive_int("early_stopping_patience", defaults["early_stopping_patience"],
                                                     minimum=0),
         seed=section.get("seed", int, 42),
-        temperature=section.get("temperature", float, defaults["temperature"]),
+        temperature=section.get("temperature", float, 0.2),
         sampling_correction=section.get("sampling_correction", bool, True),
         softmax=section.choice("softmax", SOFTMAX, "in_batch"),
         window=section.positive_int("window", 5),
