@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.config import ModelConfig
+from pipelines.config import ConfigError, ModelConfig, config_from_dict
 from trainer.inputs import FeatureInput
 from trainer.interactions import Interactions
 from trainer.models import build_two_tower
@@ -115,3 +115,30 @@ def test_validation_ranks_the_catalogue_without_the_users_training_items():
     logs = net.test_step(batch)
     assert float(logs["hr@10"]) == pytest.approx(0.75)
     assert float(logs["ndcg@10"]) == pytest.approx((1 + 1 + 1 / math.log2(4)) / 4)
+
+
+def movielens_config(**model) -> dict:
+    return {"name": "ml", "input": {"path": "ratings.csv", "format": "csv"}, "split": {"column": "is_last"},
+            "features": {"userId": {"type": "vocabulary"}, "movieId": {"type": "vocabulary"},
+                         "timestamp": {"type": "numeric", "normalize": "none"}},
+            "model": {"kind": "two_tower", "query": ["userId"], "candidate": ["movieId"], **model},
+            "entities": [{"name": "user", "key": "userId"}]}
+
+
+def test_attention_keys_are_validated_and_defaults_depend_on_the_kind():
+    config = config_from_dict(movielens_config(query_history=50, history_order="timestamp",
+                                               query_encoder="attention"))
+    model = config.model
+    assert (model.query_encoder, model.attention_blocks, model.attention_heads, model.attention_dropout) == (
+        "attention", 1, 1, 0.2)
+    assert (model.embedding_dim, model.hidden_units, model.learning_rate, model.temperature, model.l2,
+            model.early_stopping_patience, model.epochs, model.batch_size) == (64, (), 0.005, 0.2, 0.1, 3, 30, 512)
+    supervised = config_from_dict({**movielens_config(), "model": {"kind": "supervised", "label": "rating"}}).model
+    assert (supervised.embedding_dim, supervised.hidden_units, supervised.l2, supervised.early_stopping_patience) == (
+        32, (64, 32), 0.0, 0)
+    errors = {"query_encoder": {"query_encoder": "attention"},
+              "attention_heads": {"query_history": 5, "attention_heads": 3},
+              "attention_dropout": {"query_history": 5, "attention_dropout": 1.0}}
+    for key, model_keys in errors.items():
+        with pytest.raises(ConfigError, match=rf"^model\.{key}: "):
+            config_from_dict(movielens_config(**model_keys))
