@@ -1,10 +1,16 @@
-"""MovieLens temporal leave-last-out: embedpipe's two-tower beside popularity and implicit ALS.
+"""MovieLens temporal leave-last-out: embedpipe's two-tower configs beside popularity, implicit ALS and EASE.
 
 Each user's newest rating is held out, every other rating trains; every movie seen in training
-that the user has not rated is ranked. ALS (the `implicit` package, 64 factors) is tuned on a
-validation holdout (each user's second-newest rating) before it is scored on the test holdout.
+that the user has not rated is ranked. ALS (the `implicit` package, 64 factors) and EASE are tuned
+on a validation holdout (each user's second-newest rating, taken out of the training part) before
+they are scored on the test holdout. So is embedpipe's one choice, the number of epochs: each config
+and seed first trains on the validation protocol with early stopping on `val_hr@10`, then on the
+test protocol for that many epochs without early stopping (the test holdout is the run's eval
+split, and picking the epoch by it would flatter the result). It is scored as a downstream user
+would score it: from the published Parquet (`embeddings/user`, `embeddings/movie`) by dot product.
+Every stochastic method runs with 3 seeds; the table gives mean +- standard deviation.
 
-    python benchmarks/movielens.py [--config examples/movielens.yaml] [--out benchmarks/out/movielens]
+    python benchmarks/movielens.py [--out benchmarks/out/movielens] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import os
 import pathlib
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,6 +30,32 @@ import scipy.sparse as sp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 K = 10
+SEEDS = (1, 2, 3)
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+
+
+def minimal_config() -> dict:
+    """The config that names only its features: every model option at its default."""
+    return {"name": "movielens-minimal", "input": {"path": "", "format": "csv"}, "split": {"column": "is_last"},
+            "features": {"userId": {"type": "vocabulary"}, "movieId": {"type": "vocabulary"}},
+            "model": {"kind": "two_tower", "query": ["userId"], "candidate": ["movieId"]},
+            "entities": [{"name": "user", "key": "userId"}, {"name": "movie", "key": "movieId"}]}
+
+
+def example_config(**model) -> dict:
+    """examples/movielens.yaml with `model` keys replaced."""
+    import yaml
+    config = yaml.safe_load((ROOT / "examples" / "movielens.yaml").read_text())
+    config["model"] = {**config["model"], **model}
+    return config
+
+
+CONFIGS: dict[str, Callable[[], dict]] = {
+    "embedpipe minimal two-tower (defaults)": minimal_config,
+    "embedpipe examples/movielens.yaml (mean of the last 100 movies)": example_config,
+    "embedpipe examples/movielens.yaml with query_encoder: attention, query_history: 50":
+        lambda: example_config(query_encoder="attention", query_history=50),
+}
 
 
 def rank_metrics(scores: np.ndarray, train: sp.csr_matrix, users: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -36,97 +69,185 @@ def rank_metrics(scores: np.ndarray, train: sp.csr_matrix, users: np.ndarray, ta
     return float(hits.mean()), float(np.where(hits, 1 / np.log2(ranks + 2), 0).mean())
 
 
-def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return frame[frame.is_last == 0], frame[frame.is_last == 1]
+class Split:
+    """Training rows and holdout of one protocol, users and items indexed for matrices.
+
+    Items are those seen in training; a held-out movie never seen in training is a miss for every
+    method, so HR and NDCG are averaged over all users.
+    """
+
+    def __init__(self, train: pd.DataFrame, holdout: pd.DataFrame, users: dict):
+        self.train = train
+        self.users = users
+        self.items = {m: i for i, m in enumerate(sorted(train.movieId.unique()))}
+        self.total = holdout.userId.nunique()
+        self.holdout_rows = holdout.index
+        self.holdout = holdout[holdout.movieId.isin(self.items)]
+        self.matrix = sp.csr_matrix((np.ones(len(train)), (train.userId.map(users), train.movieId.map(self.items))),
+                                    shape=(len(users), len(self.items)))
+
+    def score(self, scores: np.ndarray) -> tuple[float, float]:
+        """HR@K, NDCG@K of scores [users, items] on the holdout."""
+        rows = self.holdout.userId.map(self.users).to_numpy()
+        hr, ndcg = rank_metrics(scores[rows], self.matrix, rows, self.holdout.movieId.map(self.items).to_numpy())
+        return hr * len(self.holdout) / self.total, ndcg * len(self.holdout) / self.total
 
 
-def als_scores(train: sp.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int) -> np.ndarray:
+def splits(frame: pd.DataFrame) -> tuple[Split, Split]:
+    """(validation: each user's second-newest rating held out of the training part, test: the newest)."""
+    users = {u: i for i, u in enumerate(sorted(frame.userId.unique()))}
+    train, test = frame[frame.is_last == 0], frame[frame.is_last == 1]
+    validation = train.sort_values(["userId", "timestamp"], kind="stable").groupby("userId").tail(1)
+    return Split(train.drop(validation.index), validation, users), Split(train, test, users)
+
+
+def als_scores(train: sp.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int,
+               seed: int) -> np.ndarray:
     from implicit.als import AlternatingLeastSquares
     model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                    iterations=iterations, random_state=0, calculate_training_loss=False)
+                                    iterations=iterations, random_state=seed, calculate_training_loss=False)
     model.fit(train, show_progress=False)
     return np.asarray(model.user_factors) @ np.asarray(model.item_factors).T
 
 
-def baselines(frame: pd.DataFrame) -> dict[str, dict]:
-    """Popularity and tuned ALS on the same split, items limited to those seen in training."""
-    train, test = split(frame)
-    items = {m: i for i, m in enumerate(sorted(train.movieId.unique()))}
-    users = {u: i for i, u in enumerate(sorted(frame.userId.unique()))}
-    test = test[test.movieId.isin(items)]   # a held-out movie never seen in training is a miss for everyone
-    misses = frame.userId.nunique() - len(test)
+def ease_scores(train: sp.csr_matrix, lambda_: float) -> np.ndarray:
+    """EASE (Steck, 2019): B = I - P diag(1/diag(P)), P = (X^T X + lambda I)^-1; scores X B."""
+    gram = (train.T @ train).toarray()
+    gram[np.diag_indices_from(gram)] += lambda_
+    precision = np.linalg.inv(gram)
+    weights = -precision / np.diag(precision)
+    weights[np.diag_indices_from(weights)] = 0.0
+    return np.asarray(train @ weights)
 
-    def matrix(rows: pd.DataFrame) -> sp.csr_matrix:
-        return sp.csr_matrix((np.ones(len(rows)), (rows.userId.map(users), rows.movieId.map(items))),
-                             shape=(len(users), len(items)))
 
-    def scored(scores: np.ndarray, train_matrix: sp.csr_matrix, holdout: pd.DataFrame, total: int) -> tuple:
-        user_rows = holdout.userId.map(users).to_numpy()
-        hr, ndcg = rank_metrics(scores[user_rows], train_matrix, user_rows, holdout.movieId.map(items).to_numpy())
-        return hr * len(holdout) / total, ndcg * len(holdout) / total
+def summary(runs: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of every number in the runs."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    return {**{k: float(np.mean([r[k] for r in runs])) for k in keys},
+            **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in keys}, "runs": runs}
 
-    total = frame.userId.nunique()
-    train_matrix = matrix(train)
+
+def baselines(validation: Split, test: Split, seeds: tuple[int, ...]) -> dict[str, dict]:
+    """Popularity; ALS and EASE tuned on the validation split, then fitted on the whole training part."""
     results = {}
     started = time.time()
-    popularity = np.asarray(train_matrix.sum(axis=0)).ravel().astype(np.float64)
-    hr, ndcg = scored(np.tile(popularity, (len(users), 1)), train_matrix, test, total)
-    results["popularity"] = {"hr@10": hr, "ndcg@10": ndcg, "seconds": time.time() - started}
+    popularity = np.asarray(test.matrix.sum(axis=0)).ravel().astype(np.float64)
+    hr, ndcg = test.score(np.tile(popularity, (len(test.users), 1)))
+    results["popularity"] = summary([{"hr@10": hr, "ndcg@10": ndcg, "seconds": time.time() - started}])
 
-    # tune ALS on each user's second-newest training rating
-    ordered = train.sort_values(["userId", "timestamp"], kind="stable")
-    validation = ordered.groupby("userId").tail(1)
-    fit_rows = train.drop(validation.index)
-    fit_matrix = matrix(fit_rows)
-    validation = validation[validation.movieId.isin(set(fit_rows.movieId))]
-    best, best_hr = None, -1.0
-    for regularization, alpha in itertools.product((0.01, 0.1, 1.0), (1.0, 10.0, 40.0)):
-        hr, _ = scored(als_scores(fit_matrix, 64, regularization, alpha, 15), fit_matrix, validation, total)
-        if hr > best_hr:
-            best, best_hr = (regularization, alpha), hr
+    grid = list(itertools.product((0.01, 0.1, 1.0), (1.0, 10.0, 40.0)))
+    tuning = {params: validation.score(als_scores(validation.matrix, 64, *params, 15, seeds[0]))[0] for params in grid}
+    best = max(grid, key=tuning.get)
+    runs = []
+    for seed in seeds:
+        started = time.time()
+        scores = als_scores(test.matrix, 64, *best, 15, seed)
+        seconds = time.time() - started
+        hr, ndcg = test.score(scores)
+        runs.append({"hr@10": hr, "ndcg@10": ndcg, "seconds": seconds})
+    results["implicit ALS (64 factors, tuned)"] = {
+        **summary(runs), "params": {"regularization": best[0], "alpha": best[1]},
+        "validation_hr@10": {f"{r}/{a}": v for (r, a), v in tuning.items()}}
+
+    tuning = {lambda_: validation.score(ease_scores(validation.matrix, lambda_))[0] for lambda_ in EASE_LAMBDAS}
+    best_lambda = max(EASE_LAMBDAS, key=tuning.get)
     started = time.time()
-    hr, ndcg = scored(als_scores(train_matrix, 64, best[0], best[1], 15), train_matrix, test, total)
-    results["implicit ALS (64 factors, tuned)"] = {"hr@10": hr, "ndcg@10": ndcg, "seconds": time.time() - started,
-                                                   "params": {"regularization": best[0], "alpha": best[1]}}
-    results["_misses"] = misses
+    scores = ease_scores(test.matrix, best_lambda)
+    seconds = time.time() - started
+    hr, ndcg = test.score(scores)
+    results["EASE (lambda tuned)"] = {**summary([{"hr@10": hr, "ndcg@10": ndcg, "seconds": seconds}]),
+                                      "params": {"lambda": best_lambda}, "validation_hr@10": tuning}
     return results
 
 
-def run_embedpipe(config: pathlib.Path, data: pathlib.Path, out: pathlib.Path) -> dict:
+def parquet_scores(run: pathlib.Path, split: Split) -> np.ndarray:
+    """Dot products of the published user and movie vectors [users, items] in `split`'s indexing."""
+    users = pd.read_parquet(run / "embeddings" / "user", columns=["key", "embedding"])
+    movies = pd.read_parquet(run / "embeddings" / "movie", columns=["key", "embedding"])
+    user_rows = users.key.astype(np.int64).map(split.users)
+    movie_rows = movies.key.astype(np.int64).map(split.items)
+    movies = movies[movie_rows.notna().to_numpy()]
+    user_vectors = np.zeros((len(split.users), len(users.embedding.iloc[0])), np.float32)
+    user_vectors[user_rows.to_numpy()] = np.stack(users.embedding.to_numpy())
+    movie_vectors = np.zeros((len(split.items), user_vectors.shape[1]), np.float32)
+    movie_vectors[movie_rows.dropna().astype(np.int64).to_numpy()] = np.stack(movies.embedding.to_numpy())
+    scores = user_vectors @ movie_vectors.T
+    missing = np.setdiff1d(np.arange(len(split.items)), movie_rows.dropna().astype(np.int64).to_numpy())
+    scores[:, missing] = -np.inf   # a movie without a published vector cannot be retrieved
+    return scores
+
+
+def write_config(config: dict, data: pathlib.Path, out: pathlib.Path, **model) -> pathlib.Path:
     import yaml
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump({**config, "input": {**config["input"], "path": str(data)},
+                                    "model": {**config["model"], **model}}))
+    return path
+
+
+def best_validation_epoch(config: dict, data: pathlib.Path, out: pathlib.Path, seed: int) -> int:
+    """Trains on the validation protocol (early stopping on val_hr@10) and returns the best epoch (1-based)."""
     from pipelines import cli
-    spec = yaml.safe_load(config.read_text())
-    spec["input"]["path"] = str(data)
-    path = out / "movielens.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    run_id = time.strftime("%Y%m%dT%H%M%S")
+    path = write_config(config, data, out, seed=seed)
+    run_id = f"seed{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
+    for stage in (["preprocess", str(path), "--output", str(out / "runs"), "--run-id", run_id],
+                  ["train", str(out / "runs" / run_id)]):
+        if cli.main(stage) != 0:
+            raise SystemExit(f"embedpipe {stage[0]} failed")
+    history = json.loads((out / "runs" / run_id / "metrics.json").read_text())["history"]["val_hr@10"]
+    return int(np.argmax(history)) + 1
+
+
+def run_embedpipe(config: dict, data: pathlib.Path, out: pathlib.Path, seed: int, epochs: int, test: Split) -> dict:
+    """`embedpipe run` on the test protocol for `epochs` (no early stopping: the test holdout is the
+    eval split, and choosing the epoch by it would flatter the result), scored from the Parquet."""
+    from pipelines import cli
+    path = write_config(config, data, out, seed=seed, epochs=epochs, early_stopping_patience=0)
+    run_id = f"seed{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
     if cli.main(["run", str(path), "--output", str(out / "runs"), "--run-id", run_id]) != 0:
         raise SystemExit("embedpipe run failed")
-    manifest = json.loads((out / "runs" / run_id / "manifest.json").read_text())
-    metrics = json.loads((out / "runs" / run_id / "metrics.json").read_text())
-    return {"hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
-            "seconds": manifest["stages"]["train"]["seconds"], "params": spec["model"]}
+    run = out / "runs" / run_id
+    manifest = json.loads((run / "manifest.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    hr, ndcg = test.score(parquet_scores(run, test))
+    return {"hr@10": hr, "ndcg@10": ndcg, "seconds": metrics["fit_seconds"], "epochs": epochs,
+            "train_stage_seconds": manifest["stages"]["train"]["seconds"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=pathlib.Path, default=ROOT / "examples" / "movielens.yaml")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "movielens")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per stochastic method")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pipelines.tools.datasets import movielens
+    seeds = tuple(range(1, args.seeds + 1))
     args.out.mkdir(parents=True, exist_ok=True)
     frame = movielens()
     data = args.out / "movielens.csv"
     frame.to_csv(data, index=False)
-    results = baselines(frame)
-    misses = results.pop("_misses")
-    results["embedpipe two-tower"] = run_embedpipe(args.config, data, args.out)
+    validation, test = splits(frame)
+    validation_data = args.out / "movielens-validation.csv"
+    validation_frame = frame[frame.is_last == 0].copy()
+    validation_frame["is_last"] = validation_frame.index.isin(validation.holdout_rows).astype(int)
+    validation_frame.to_csv(validation_data, index=False)
+    results = baselines(validation, test, seeds)
+    for index, (name, config) in enumerate(CONFIGS.items()):
+        runs = []
+        for seed in seeds:
+            epochs = best_validation_epoch(config(), validation_data, args.out / f"config{index}-validation", seed)
+            runs.append(run_embedpipe(config(), data, args.out / f"config{index}", seed, epochs, test))
+        results[name] = {**summary(runs), "config": config()["model"]}
     print(f"\nMovieLens leave-last-out: {frame.userId.nunique()} users, {len(frame)} ratings, "
-          f"{misses} held-out movies never seen in training (a miss for every method)")
+          f"{test.total - len(test.holdout)} held-out movies never seen in training (a miss for every method); "
+          f"mean +- std over seeds {', '.join(map(str, seeds))} (popularity and EASE are deterministic); "
+          "embedpipe scored from its published Parquet, trained for the best epoch count on the validation "
+          "split (early stopping there); fit seconds: model fitting only")
     print("| method | HR@10 | NDCG@10 | fit seconds |\n| --- | --- | --- | --- |")
     for name, row in results.items():
-        print(f"| {name} | {row['hr@10']:.4f} | {row['ndcg@10']:.4f} | {row['seconds']:.1f} |")
+        print(f"| {name} | {row['hr@10']:.4f} +- {row['hr@10_std']:.4f} | {row['ndcg@10']:.4f} +- "
+              f"{row['ndcg@10_std']:.4f} | {row['seconds']:.1f} |")
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

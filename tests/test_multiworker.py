@@ -8,9 +8,13 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
+import yaml
+
 from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 
 EPOCHS = 8
+TWO_TOWER_EPOCHS = 4
 
 
 def free_ports(count: int) -> list[int]:
@@ -72,6 +76,30 @@ def test_two_workers_train_as_well_as_one(tmp_path):
     assert (tmp_path / "runs" / "two" / "model" / "export" / "saved_model.pb").exists()
     assert not (tmp_path / "runs" / "two" / ".staging").exists()
     assert not [path for path in (tmp_path / "runs" / "two").rglob("*") if "workertemp" in path.name]
+
+
+def test_two_workers_train_a_two_tower_model_as_well_as_one(tmp_path, movielens_sample):
+    config = {"name": "ml", "input": {"path": str(movielens_sample), "format": "csv"}, "split": {"column": "is_last"},
+              "features": {"userId": {"type": "vocabulary"}, "movieId": {"type": "vocabulary"}},
+              "model": {"kind": "two_tower", "query": ["userId"], "candidate": ["movieId"], "batch_size": 256,
+                        "epochs": TWO_TOWER_EPOCHS, "early_stopping_patience": 0},
+              "entities": [{"name": "user", "key": "userId"}, {"name": "movie", "key": "movieId"}]}
+    (tmp_path / "ml.yaml").write_text(yaml.safe_dump(config))
+    assert run_cli("preprocess", tmp_path / "ml.yaml", "--output", tmp_path / "runs", "--run-id", "one") == 0
+    shutil.copytree(tmp_path / "runs" / "one", tmp_path / "runs" / "two")
+
+    for run, workers in (("one", 1), ("two", 2)):
+        for result in train_in_processes(tmp_path / "runs" / run, workers):
+            assert result.returncode == 0, result.stdout[-3000:]
+    one = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    assert (one["workers"], two["workers"], two["epochs_run"]) == (1, 2, TWO_TOWER_EPOCHS)
+    # Each worker's queries are scored against both workers' candidates: the same global batch of
+    # negatives, so the same training as one worker up to the order of floating-point sums.
+    np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], rtol=1e-3)
+    assert two["history"]["loss"][-1] < 0.8 * two["history"]["loss"][0]
+    np.testing.assert_allclose(two["history"]["val_hr@10"], one["history"]["val_hr@10"], atol=1 / 60 + 1e-6)
+    assert abs(two["hr@10"] - one["hr@10"]) <= 1 / two["eval_examples"] + 1e-9, (one["hr@10"], two["hr@10"])
 
 
 def test_parameter_server_training_shards_tables_and_publishes(tmp_path):

@@ -39,6 +39,19 @@ def test_in_batch_softmax_loss_matches_hand_computation():
     assert float(plain) == pytest.approx(expected, rel=1e-5)
 
 
+def test_in_batch_loss_with_other_replicas_candidates():
+    # This replica's queries are rows 2 and 3 of a global batch of 4 candidates (columns 2 and 3).
+    query = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    candidate = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    ids = tf.constant([5, 5, 7, 5], tf.int64)
+    # row 0 aims at column 2 (id 7), logits [1, 1, 0, 3]; row 1 at column 3 (id 5): columns 0 and 1
+    # hold id 5 too and are masked, logits [-, -, 2, 0].
+    row0 = math.log(2 * math.e + 1 + math.exp(3))
+    row1 = math.log(math.exp(2) + 1)
+    loss = in_batch_softmax_loss(query, candidate, ids, temperature=1.0, positives=tf.constant([2, 3]))
+    assert float(loss) == pytest.approx((row0 + row1) / 2, rel=1e-5)
+
+
 def test_taxi_training_beats_baselines_and_reduces_loss(taxi_run):
     metrics = json.loads((taxi_run / "metrics.json").read_text())
     assert metrics["rmse"] < metrics["baseline_mean_rmse"]

@@ -67,8 +67,10 @@ class EpochState:
 
 
 def monitored(kind: str) -> tuple[str, str]:
-    """The validation metric early stopping watches, and whether lower ("min") or higher is better."""
-    return "val_loss", "min"
+    """The validation metric early stopping watches, and whether lower ("min") or higher is better.
+
+    A two-tower model is judged by what it retrieves: its loss can rise while HR@10 still improves."""
+    return ("val_hr@10", "max") if kind == "two_tower" else ("val_loss", "min")
 
 
 def best_epoch(history: list[dict[str, float]], metric: str, mode: str) -> int | None:

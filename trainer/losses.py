@@ -7,32 +7,37 @@ _MASKED_LOGIT = -1e9
 
 
 def in_batch_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, candidate_ids: tf.Tensor,
-                          temperature: float, candidate_log_prob: tf.Tensor | None = None) -> tf.Tensor:
-    """Sampled softmax over the batch's own candidates (each row's candidate is its positive).
+                          temperature: float, candidate_log_prob: tf.Tensor | None = None,
+                          positives: tf.Tensor | None = None) -> tf.Tensor:
+    """Sampled softmax over the batch's candidates (each query's own candidate is its positive).
 
     logits[i, j] = dot(query_i, candidate_j) / temperature - log p(candidate_j), where p is the
     probability that candidate j shows up in a batch (the logQ correction for in-batch sampling,
-    which would otherwise punish popular items for being popular). Other rows holding the
-    same candidate as row i are not negatives of row i (accidental hits are masked).
+    which would otherwise punish popular items for being popular). Other columns holding the
+    same candidate as row i's positive are not negatives of row i (accidental hits are masked).
 
     Args:
-        query: query tower output [batch, dim].
-        candidate: candidate tower output [batch, dim].
-        candidate_ids: candidate id of each row [batch] (int64).
+        query: query tower output [queries, dim].
+        candidate: candidate tower output [candidates, dim]; with several replicas, every replica's
+            candidates (queries <= candidates).
+        candidate_ids: candidate id of each column [candidates] (int64).
         temperature: softmax temperature (> 0).
-        candidate_log_prob: log p(candidate_j) [batch], or None for no correction.
+        candidate_log_prob: log p(candidate_j) [candidates], or None for no correction.
+        positives: column of each query's own candidate [queries] (int32); None: column i for row i.
 
     Returns:
-        Mean cross-entropy over the batch, a scalar.
+        Mean cross-entropy over the queries, a scalar.
     """
     logits = tf.matmul(query, candidate, transpose_b=True) / temperature
     if candidate_log_prob is not None:
         logits -= tf.expand_dims(tf.cast(candidate_log_prob, logits.dtype), 0)
-    same = tf.equal(tf.expand_dims(candidate_ids, 1), tf.expand_dims(candidate_ids, 0))
-    accidental = tf.logical_and(same, tf.logical_not(tf.eye(tf.shape(logits)[0], dtype=tf.bool)))
+    if positives is None:
+        positives = tf.range(tf.shape(query)[0])
+    own = tf.gather(candidate_ids, positives)
+    same = tf.equal(tf.expand_dims(own, 1), tf.expand_dims(candidate_ids, 0))
+    accidental = tf.logical_and(same, tf.logical_not(tf.one_hot(positives, tf.shape(candidate)[0], True, False)))
     logits = tf.where(accidental, tf.constant(_MASKED_LOGIT, logits.dtype), logits)
-    labels = tf.range(tf.shape(logits)[0])
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits))
 
 
 def full_softmax_loss(query: tf.Tensor, catalog: tf.Tensor, positions: tf.Tensor, temperature: float) -> tf.Tensor:

@@ -159,7 +159,11 @@ class Trainer:
             # The same (at most eval_max_examples) subsampled eval tokens every epoch: comparable from
             # epoch to epoch, and kept in memory instead of re-read from disk.
             return self._tokens("eval", 0, extra).take(-(-model.eval_max_examples // model.batch_size)).cache()
-        return self.dataset("eval", with_label=model.kind == "supervised")
+        if model.kind == "two_tower":
+            # Ranked against the whole catalogue every epoch: capped, and kept in memory.
+            validation = self.dataset("eval", with_label=False).take(-(-model.eval_max_examples // model.batch_size))
+            return validation.cache()
+        return self.dataset("eval", with_label=True)
 
     def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
         model = self.config.model

@@ -18,6 +18,7 @@ TASKS = ("regression", "classification")
 LABEL_TRANSFORMS = ("none", "log")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 SOFTMAX = ("in_batch", "full")
+QUERY_ENCODERS = ("mean", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,7 @@ class ModelConfig:
     hidden_units: tuple[int, ...] = (64, 32)
     early_stopping_patience: int = 0
     seed: int = 42
-    temperature: float = 0.05
+    temperature: float = 0.2
     sampling_correction: bool = True
     softmax: str = "in_batch"
     window: int = 5
@@ -153,6 +154,10 @@ class ModelConfig:
     l2: float = 0.0
     query_history: int = 0
     history_order: str | None = None
+    query_encoder: str = "mean"
+    attention_blocks: int = 1
+    attention_heads: int = 1
+    attention_dropout: float = 0.2
     eval_max_examples: int = 20000
     ablation: tuple[str, ...] = ()
 

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS, OPTIMIZERS, SOFTMAX,
-                                   TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
+from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS,
+                                   OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
                                    RowFilter, SideTableConfig, SplitConfig, WarmStartConfig)
 from pipelines.core.dates import check_zone, split_reference
 from pipelines.core.errors import ConfigError
@@ -273,40 +273,51 @@ def _parse_feature(name: str, section: _Section) -> FeatureConfig:
 def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> ModelConfig:
     section.check_keys(tuple(f.name for f in dataclasses.fields(ModelConfig)))
     kind = section.choice("kind", MODEL_KINDS)
+    defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
+                "learning_rate": 0.01, "l2": 0.0, "early_stopping_patience": 0}
+    if kind == "two_tower":
+        # Chosen by the validation sweep in the README (Models); epochs is a bound, early stopping ends training.
+        defaults.update({"embedding_dim": 64, "hidden_units": [], "epochs": 30, "batch_size": 512,
+                         "learning_rate": 0.005, "l2": 0.1, "early_stopping_patience": 3})
     embeddings = section.get("embeddings", dict, {})
     for feature, dim in embeddings.items():
         if feature not in features:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: not a configured feature")
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: must be a positive integer, got {_shown(dim)}")
-    hidden = section.get("hidden_units", list, [64, 32])
+    hidden = section.get("hidden_units", list, defaults["hidden_units"])
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
         raise ConfigError(f"{section.key('hidden_units')}: expected a list of positive integers, got {_shown(hidden)}")
     model = ModelConfig(
         kind=kind,
-        embedding_dim=section.positive_int("embedding_dim", 32),
+        embedding_dim=section.positive_int("embedding_dim", defaults["embedding_dim"]),
         embeddings=dict(embeddings),
         query=section.names("query"),
         candidate=section.names("candidate"),
         label=section.get("label", str),
         task=section.choice("task", TASKS, "regression"),
         label_transform=section.choice("label_transform", LABEL_TRANSFORMS, "none"),
-        epochs=section.positive_int("epochs", 10),
-        batch_size=section.positive_int("batch_size", 1024),
-        learning_rate=section.get("learning_rate", float, 0.01),
+        epochs=section.positive_int("epochs", defaults["epochs"]),
+        batch_size=section.positive_int("batch_size", defaults["batch_size"]),
+        learning_rate=section.get("learning_rate", float, defaults["learning_rate"]),
         optimizer=section.choice("optimizer", OPTIMIZERS, "adam"),
         hidden_units=tuple(hidden),
-        early_stopping_patience=section.positive_int("early_stopping_patience", 0, minimum=0),
+        early_stopping_patience=section.positive_int("early_stopping_patience", defaults["early_stopping_patience"],
+                                                    minimum=0),
         seed=section.positive_int("seed", 42, minimum=0),
-        temperature=section.get("temperature", float, 0.05),
+        temperature=section.get("temperature", float, 0.2),
         sampling_correction=section.get("sampling_correction", bool, True),
         softmax=section.choice("softmax", SOFTMAX, "in_batch"),
         window=section.positive_int("window", 5),
         negatives=section.positive_int("negatives", 5),
         subsample=section.get("subsample", float, 1e-3),
-        l2=section.get("l2", float, 0.0),
+        l2=section.get("l2", float, defaults["l2"]),
         query_history=section.positive_int("query_history", 0, minimum=0),
         history_order=section.get("history_order", str),
+        query_encoder=section.choice("query_encoder", QUERY_ENCODERS, "mean"),
+        attention_blocks=section.positive_int("attention_blocks", 1),
+        attention_heads=section.positive_int("attention_heads", 1),
+        attention_dropout=section.get("attention_dropout", float, 0.2),
         eval_max_examples=section.positive_int("eval_max_examples", 20000),
         ablation=section.names("ablation"),
     )
@@ -320,6 +331,11 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
         raise ConfigError(f"{section.key('l2')}: must be >= 0")
     if model.temperature <= 0:
         raise ConfigError(f"{section.key('temperature')}: must be a positive number")
+    if not 0 <= model.attention_dropout < 1:
+        raise ConfigError(f"{section.key('attention_dropout')}: must be in [0, 1)")
+    if model.embedding_dim % model.attention_heads:
+        raise ConfigError(f"{section.key('attention_heads')}: must divide model.embedding_dim "
+                          f"({model.embedding_dim}), got {model.attention_heads}")
     _check_model_features(section, model, features)
     return model
 
@@ -346,6 +362,8 @@ def _check_model_features(section: _Section, model: ModelConfig, features: Mappi
             raise ConfigError(f"{section.key('history_order')}: {order!r} must be a numeric feature (not bucketized)")
         if order and not model.query_history:
             raise ConfigError(f"{section.key('history_order')}: needs model.query_history")
+        if model.query_encoder == "attention" and not model.query_history:
+            raise ConfigError(f"{section.key('query_encoder')}: attention needs model.query_history (its length)")
         shared = set(model.query) & set(model.candidate)
         if shared:
             raise ConfigError(f"{section.key('candidate')}: {sorted(shared)} also in model.query")
