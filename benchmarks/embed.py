@@ -49,10 +49,11 @@ def prepare_run(entities: int, out: pathlib.Path) -> pathlib.Path:
 
 
 def embed(run: pathlib.Path, beam_args: list[str]) -> float:
-    from pipelines.stages.embed.pipeline import run_embed
+    from pipelines.core.beam_runner import pipeline_options
     from pipelines.core.rundir import RunDir
+    from pipelines.stages.embed.pipeline import run_embed
     started = time.perf_counter()
-    run_embed(RunDir(str(run)), beam_args)
+    run_embed(RunDir(str(run)), pipeline_options(beam_args))
     return time.perf_counter() - started
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args.out.mkdir(parents=True, exist_ok=True)
     run = prepare_run(args.entities, args.out)
-    results = [("embed job, in-memory DirectRunner", embed(run, []))]
+    results = [("embed job, in-process runner", embed(run, []))]
     count = json.loads((run / "manifest.json").read_text())["stages"]["embed"]["entities"]["thing"]
     assert count == args.entities, count
     results.append(("embed job, 2 worker processes", embed(run, MULTI_PROCESS)))

@@ -8,72 +8,82 @@ the terminal warns above COLLISION_WARNING_SHARE.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
-
-from pipelines.core.beam_runner import COUNTER_NAMESPACE, read_counters
 
 BUCKET_COLUMN = "_bucket"
 COLLISION_EXAMPLES = 5
 
 
-def _bucket_keys(table: pa.Table) -> Iterator[tuple[int, str]]:
-    yield from zip(table.column(BUCKET_COLUMN).to_pylist(), table.column("key").to_pylist())
+class CountBuckets(beam.CombineFn):
+    """Output tables -> buckets used, keys sharing a bucket, and a few shared buckets named.
 
+    The accumulator is a count per bucket ([hash_buckets] int64), the first key seen in each bucket
+    used, and up to COLLISION_EXAMPLES named collisions: it grows with the buckets, never with the
+    rows, and a table is counted with NumPy, not key by key.
+    """
 
-class _CountBucket(beam.DoFn):
-    def __init__(self, entity: str):
-        self._buckets = Metrics.counter(COUNTER_NAMESPACE, f"buckets_used_{entity}")
-        self._shared = Metrics.counter(COUNTER_NAMESPACE, f"keys_sharing_{entity}")
-        self._examples = Metrics.string_set(COUNTER_NAMESPACE, f"shared_buckets_{entity}")
-        self._named = 0
+    def __init__(self, hash_buckets: int):
+        self._buckets = hash_buckets
 
-    def process(self, item: tuple[int, Iterable[str]]) -> None:
-        keys = sorted(item[1])
-        self._buckets.inc()
-        if len(keys) > 1:
-            self._shared.inc(len(keys))
-            if self._named < COLLISION_EXAMPLES:
-                self._examples.add(" = ".join(repr(k) for k in keys[:3]) + (" = ..." if len(keys) > 3 else ""))
-                self._named += 1
+    def create_accumulator(self) -> tuple[np.ndarray, dict[int, str], list[list[str]]]:
+        return np.zeros(self._buckets, np.int64), {}, []
+
+    def add_input(self, accumulator, table: pa.Table):
+        counts, first, examples = accumulator
+        buckets = table.column(BUCKET_COLUMN).to_numpy()
+        keys = table.column("key").to_pylist()
+        seen, where = np.unique(buckets, return_index=True)
+        fresh = counts[seen] == 0
+        first.update(zip(seen[fresh].tolist(), (keys[i] for i in where[fresh].tolist())))
+        counts += np.bincount(buckets, minlength=self._buckets)
+        if len(examples) < COLLISION_EXAMPLES:
+            for row, bucket in enumerate(buckets.tolist()):
+                if counts[bucket] > 1 and first[bucket] != keys[row]:
+                    examples.append([first[bucket], keys[row]])
+                    if len(examples) == COLLISION_EXAMPLES:
+                        break
+        return counts, first, examples
+
+    def merge_accumulators(self, accumulators: Iterable):
+        merged_counts, merged_first, merged_examples = self.create_accumulator()
+        for counts, first, examples in accumulators:
+            for bucket, key in first.items():
+                if merged_counts[bucket] and merged_first.get(bucket, key) != key:
+                    merged_examples.append([merged_first[bucket], key])
+                merged_first.setdefault(bucket, key)
+            merged_counts += counts
+            merged_examples.extend(examples)
+        return merged_counts, merged_first, merged_examples[:COLLISION_EXAMPLES]
+
+    def extract_output(self, accumulator) -> dict:
+        counts, _, examples = accumulator
+        return {"buckets_used": int(np.count_nonzero(counts)), "keys_sharing_a_bucket": int(counts[counts > 1].sum()),
+                "examples": [" = ".join(repr(k) for k in pair) for pair in examples]}
 
 
 class CountSharedBuckets(beam.PTransform):
-    """Output tables of a hashed entity (with BUCKET_COLUMN) -> counters of buckets and shared keys."""
+    """Output tables of a hashed entity (with BUCKET_COLUMN) -> one dict: buckets used, keys sharing
+    a bucket, a few of them named."""
 
-    def __init__(self, entity: str):
+    def __init__(self, hash_buckets: int):
         super().__init__()
-        self._entity = entity
+        self._buckets = hash_buckets
 
     def expand(self, tables: beam.PCollection) -> beam.PCollection:
-        return (tables
-                | "KeyByBucket" >> beam.FlatMap(_bucket_keys)
-                | "GroupByBucket" >> beam.GroupByKey()
-                | "CountBucket" >> beam.ParDo(_CountBucket(self._entity)))
+        return tables | "CountBuckets" >> beam.CombineGlobally(CountBuckets(self._buckets))
 
 
 def drop_bucket_column(table: pa.Table) -> pa.Table:
     return table.drop_columns([BUCKET_COLUMN]) if BUCKET_COLUMN in table.column_names else table
 
 
-def collision_facts(result: beam.runners.runner.PipelineResult, hashed: dict[str, int]) -> dict[str, dict]:
-    """Per hashed entity (name -> hash buckets): keys, buckets used, keys sharing a bucket and a few
-    examples."""
-    from apache_beam.metrics.metric import MetricsFilter
-    counts = read_counters(result)
-    examples: dict[str, set[str]] = {}
-    for metric in result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE)).get("string_sets", []):
-        if metric.key.metric.name.startswith("shared_buckets_"):
-            examples.setdefault(metric.key.metric.name.removeprefix("shared_buckets_"), set()).update(
-                metric.committed or ())
-    facts = {}
-    for name, buckets in hashed.items():
-        keys = counts.get(f"entities_{name}", 0)
-        shared = counts.get(f"keys_sharing_{name}", 0)
-        facts[name] = {"keys": keys, "hash_buckets": buckets, "buckets_used": counts.get(f"buckets_used_{name}", 0),
-                       "keys_sharing_a_bucket": shared, "share": round(shared / keys, 4) if keys else 0.0,
-                       "examples": sorted(examples.get(name, ()))[:COLLISION_EXAMPLES]}
-    return facts
+def collision_facts(found: dict, keys: int, hash_buckets: int) -> dict:
+    """The manifest's record of one hashed entity's collisions."""
+    shared = found["keys_sharing_a_bucket"]
+    return {"keys": keys, "hash_buckets": hash_buckets, "buckets_used": found["buckets_used"],
+            "keys_sharing_a_bucket": shared, "share": round(shared / keys, 4) if keys else 0.0,
+            "examples": found["examples"]}

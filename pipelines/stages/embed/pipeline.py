@@ -11,6 +11,7 @@ once, and RunInference reports load and inference metrics. The output is
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -264,7 +265,11 @@ class EmbedEntities(beam.PTransform):
         for plan, part in zip(self._plans, parts):
             tables = part | f"DropEntityName[{plan.name}]" >> beam.Map(lambda item: item[1])
             if plan.feature.is_hashed:
-                _ = tables | f"CountSharedBuckets[{plan.name}]" >> CountSharedBuckets(plan.name)
+                _ = (tables
+                     | f"CountSharedBuckets[{plan.name}]" >> CountSharedBuckets(plan.feature.hash_buckets)
+                     | f"FormatCollisions[{plan.name}]" >> beam.Map(json.dumps)
+                     | f"WriteCollisions[{plan.name}]" >> beam.io.WriteToText(
+                         fs.join(self._staged.join("collisions"), plan.name), shard_name_template=""))
                 tables = tables | f"DropBuckets[{plan.name}]" >> beam.Map(drop_bucket_column)
             if plan.side is not None:
                 side, types = plan.side
@@ -329,9 +334,12 @@ def run_embed(run: RunDir, options: PipelineOptions, align: Aligner | None = Non
         info["entities"] = {p.name: counters[f"entities_{p.name}"] for p in plans}
         info["dropped_keys"] = {p.name: counters.get(f"dropped_keys_{p.name}", 0) for p in plans}
         info["dropped_key_examples"] = dropped_key_examples(result)
-        hashed = {p.name: p.feature.hash_buckets for p in plans if p.feature.is_hashed}
+        hashed = [p for p in plans if p.feature.is_hashed]
         if hashed:
-            info["collisions"] = collision_facts(result, hashed)
+            info["collisions"] = {p.name: collision_facts(json.loads(fs.read_text(fs.join(staged.join("collisions"), p.name))),
+                                                          info["entities"][p.name], p.feature.hash_buckets)
+                                  for p in hashed}
+            fs.remove(staged.join("collisions"))
         missing = {p.name: counters.get(f"metadata_missing_{p.name}", 0) for p in plans if p.side is not None}
         if missing:
             info["metadata_missing"] = missing
