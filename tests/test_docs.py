@@ -46,3 +46,18 @@ def test_every_key_is_documented(monkeypatch):
         if not documented:
             missing.append(qualified)
     assert not missing, f"docs/config.md does not document: {missing}"
+
+
+def yaml_blocks(text: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+
+
+def test_every_shipped_and_shown_config_is_valid():
+    configs = {path.name: path.read_text() for path in sorted((ROOT / "examples").glob("*.yaml"))}
+    for doc in ("README.md", "docs/config.md"):
+        for number, block in enumerate(yaml_blocks((ROOT / doc).read_text())):
+            configs[f"{doc} block {number}"] = block
+    assert {"chicago_taxi.yaml", "movielens.yaml", "words.yaml", "docs/config.md block 0"} <= set(configs)
+    for source, text in configs.items():
+        config = config_parse.config_from_dict(config_parse.parse_yaml(text, source))
+        assert config.features and config.entities, source
