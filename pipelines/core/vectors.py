@@ -35,6 +35,18 @@ def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
+def metadata_type(arrow_type: pa.DataType) -> pa.DataType:
+    """The Parquet type a metadata column is published as: simple input types kept, anything
+    nested as a string."""
+    if pa.types.is_integer(arrow_type):
+        return pa.int64()
+    if pa.types.is_floating(arrow_type):
+        return pa.float64()
+    if pa.types.is_boolean(arrow_type):
+        return pa.bool_()
+    return pa.string()
+
+
 @dataclasses.dataclass(frozen=True)
 class EntityVectors:
     """Attributes:

@@ -20,16 +20,8 @@ from pipelines.core import fs
 from pipelines.core.beam_runner import COUNTER_NAMESPACE
 from pipelines.core.config import Config, SideTableConfig
 from pipelines.core.errors import ConfigError
+from pipelines.core.vectors import metadata_type
 
-
-def _published_type(arrow_type: pa.DataType) -> pa.DataType:
-    if pa.types.is_integer(arrow_type):
-        return pa.int64()
-    if pa.types.is_floating(arrow_type):
-        return pa.float64()
-    if pa.types.is_boolean(arrow_type):
-        return pa.bool_()
-    return pa.string()
 
 
 def side_table_types(side: SideTableConfig, where: str) -> dict[str, pa.DataType]:
@@ -43,7 +35,7 @@ def side_table_types(side: SideTableConfig, where: str) -> dict[str, pa.DataType
         raise ConfigError(f"{where}.path: no file matches {side.path!r}")
     if side.format == "parquet":
         schema = fs.read_parquet_schema(files[0])
-        available = {field.name: _published_type(field.type) for field in schema}
+        available = {field.name: metadata_type(field.type) for field in schema}
     else:
         with fs.open(files[0], "r") as handle:
             first = handle.readline()

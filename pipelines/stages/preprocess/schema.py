@@ -14,6 +14,7 @@ import pyarrow as pa
 from pipelines.core import input_files
 from pipelines.core.config import Config
 from pipelines.core.errors import ConfigError
+from pipelines.core.vectors import metadata_type
 
 STRING, FLOAT, INT = "string", "float", "int"
 ARROW_TYPES = {STRING: pa.string(), FLOAT: pa.float32(), INT: pa.int64()}
@@ -87,7 +88,7 @@ def inspect_input(config: Config) -> RawSchema:
         for path, arrow_schema in schemas.items():
             _check_columns(config, set(arrow_schema.names), path)
             _check_scalar_columns(config, arrow_schema, path)
-        metadata_types = {f.name: _published_type(f.type) for f in schemas[files[0]]}
+        metadata_types = {f.name: metadata_type(f.type) for f in schemas[files[0]]}
     else:
         available = {"jsonl": input_files.jsonl_keys, "tfrecord": input_files.example_keys}.get(
             fmt, lambda _: {config.input.text_column})(files[0])
@@ -132,13 +133,3 @@ def _check_columns(config: Config, available: set[str], path: str) -> None:
         if column and column not in available:
             raise missing(key, column)
 
-
-def _published_type(arrow_type: pa.DataType) -> pa.DataType:
-    """Parquet metadata keeps simple input types; anything nested is published as a string."""
-    if pa.types.is_integer(arrow_type):
-        return pa.int64()
-    if pa.types.is_floating(arrow_type):
-        return pa.float64()
-    if pa.types.is_boolean(arrow_type):
-        return pa.bool_()
-    return pa.string()
