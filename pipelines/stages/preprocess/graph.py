@@ -3,7 +3,7 @@
 How the work is spread:
 - each bundle of edge rows is reduced to its distinct edges (self-loops dropped and counted,
   duplicates merged), in parallel;
-- `BuildGraph` combines those into one CSR graph (`walks.build_graph`). The graph is then a side
+- `MergeIntoGraph` combines those into one CSR graph (`walks.build_graph`). The graph is then a side
   input: every worker holds it, so it must fit one worker's memory (4 bytes per directed edge, 8
   per node and the node ids; 8 more per directed edge for weights, 8 more for node2vec). The
   walks, walks_per_node x walk_length tokens per node and by far the larger data, never have to:
@@ -45,8 +45,9 @@ GRAPH_COUNTERS = ("nodes", "edges", "self_loops", "duplicate_edges", "nodes_with
 @beam.typehints.with_input_types(pa.RecordBatch)
 @beam.typehints.with_output_types(pa.Table)
 class ToEdgeTable(beam.DoFn):
-    """Typed edge rows -> their distinct edges (source, target, weight, rows), self-loops counted and
-    dropped; an undirected edge is written with source <= target, so both spellings merge."""
+    """Typed edge rows -> their distinct edges (source, target, weight, rows). An undirected edge is
+    written with source <= target, so both spellings merge; a self-loop is counted and becomes its
+    node alone (target null), so a node whose only edge is a self-loop is still a node."""
 
     def __init__(self, graph: GraphConfig):
         self._graph = graph
@@ -57,21 +58,19 @@ class ToEdgeTable(beam.DoFn):
     def process(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
         graph = self._graph
         source, target = batch.column(graph.source), batch.column(graph.target)
-        loops = pc.equal(source, target)
-        self._self_loops.inc(pc.sum(loops).as_py() or 0)
-        keep = pc.invert(loops)
-        source, target = source.filter(keep), target.filter(keep)
         if not graph.directed:
             first = pc.less_equal(source, target)
             source, target = pc.if_else(first, source, target), pc.if_else(first, target, source)
-        weight = (batch.column(graph.weight).filter(keep).cast(pa.float64()) if graph.weight
-                  else pa.array(np.ones(len(source))))
+        loops = pc.equal(source, target)
+        self._self_loops.inc(pc.sum(loops).as_py() or 0)
+        target = pc.if_else(loops, pa.scalar(None, pa.string()), target)
+        weight = batch.column(graph.weight).cast(pa.float64()) if graph.weight else pa.array(np.ones(len(source)))
         rows = pa.array(np.ones(len(source), np.int64))
         if len(source):
             yield merge_edges([pa.table([source, target, weight, rows], names=list(EDGE_COLUMNS))])
 
 
-class BuildGraph(beam.CombineFn):
+class MergeIntoGraph(beam.CombineFn):
     """Edge tables -> one `Graph`. Partial results are merged edge tables, so what crosses the
     shuffle shrinks with duplicates; the last step builds the CSR."""
 
@@ -151,6 +150,42 @@ def node_tables(graph: Graph, schema: pa.Schema) -> Iterator[pa.Table]:
         yield pa.table([graph.names[start:stop], degrees[start:stop]], schema=schema)
 
 
+class BuildGraph(beam.PTransform):
+    """Typed edge rows -> the graph, one element (its size counted)."""
+
+    def __init__(self, graph: GraphConfig):
+        super().__init__()
+        self._graph = graph
+
+    def expand(self, edges: beam.PCollection) -> beam.PCollection:
+        return (edges
+                | "ToEdgeTables" >> beam.ParDo(ToEdgeTable(self._graph))
+                | "MergeIntoGraph" >> beam.CombineGlobally(MergeIntoGraph(self._graph))
+                | "CountGraph" >> beam.Map(count_graph))
+
+
+class WalkFromEveryNode(beam.PTransform):
+    """The graph -> {"train", "eval": record batches of walk documents}, chunks of start nodes spread
+    over the workers.
+
+    Args:
+        config: see GenerateWalks.
+        count: count walks and tokens (False for a second pass over the same walks).
+    """
+
+    def __init__(self, config: Config, count: bool):
+        super().__init__()
+        self._config = config
+        self._count = count
+
+    def expand(self, graph: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (graph
+                | "ChunkStartNodes" >> beam.FlatMap(start_chunks)
+                | "SpreadChunks" >> beam.Reshuffle()
+                | "GenerateWalks" >> beam.ParDo(GenerateWalks(self._config, self._count),
+                                                beam.pvalue.AsSingleton(graph)).with_outputs("train", "eval"))
+
+
 class WalkGraph(beam.PTransform):
     """Typed edge rows -> walk documents for both tf.Transform passes, and the node entity tables."""
 
@@ -162,15 +197,9 @@ class WalkGraph(beam.PTransform):
 
     def expand(self, edges: beam.PCollection) -> TransformInputs:
         config = self._config
-        graph = (edges
-                 | "ToEdgeTables" >> beam.ParDo(ToEdgeTable(config.graph))
-                 | "BuildGraph" >> beam.CombineGlobally(BuildGraph(config.graph))
-                 | "CountGraph" >> beam.Map(count_graph))
-        chunks = graph | "ChunkStartNodes" >> beam.FlatMap(start_chunks) | "SpreadChunks" >> beam.Reshuffle()
-        side = beam.pvalue.AsSingleton(graph)
-        first = chunks | "GenerateWalks" >> beam.ParDo(GenerateWalks(config, True), side).with_outputs("train", "eval")
-        again = chunks | "GenerateWalksAgain" >> beam.ParDo(GenerateWalks(config, False), side).with_outputs(
-            "train", "eval")
+        graph = edges | "BuildGraph" >> BuildGraph(config.graph)
+        first = graph | "WalkFromEveryNode" >> WalkFromEveryNode(config, count=True)
+        again = graph | "WalkFromEveryNodeAgain" >> WalkFromEveryNode(config, count=False)
         for entity in config.entities:
             schema = entity_table_schema(config, self._schema, entity)
             _ = (graph

@@ -85,13 +85,15 @@ def build_graph(edges: pa.Table, directed: bool, weighted: bool) -> Graph:
     """Distinct edges (`merge_edges`; undirected edges with source <= target) -> CSR.
 
     Args:
-        edges: columns source, target (strings), weight (float64), rows (int64).
+        edges: columns source, target (strings; a null target: the source is a node without that
+            edge, e.g. of a dropped self-loop), weight (float64), rows (int64).
         directed: store each edge as source -> target only (else both ways).
         weighted: keep the weights (else every edge weighs the same).
     """
     names = pc.unique(pa.chunked_array(edges.column("source").chunks + edges.column("target").chunks,
-                                       pa.string()))
+                                       pa.string()).drop_null())
     names = names.take(pc.sort_indices(names))
+    edges = edges.filter(pc.is_valid(edges.column("target")))
     sources = pc.index_in(edges.column("source"), value_set=names).to_numpy().astype(np.int64)
     targets = pc.index_in(edges.column("target"), value_set=names).to_numpy().astype(np.int64)
     weights = edges.column("weight").to_numpy().astype(np.float64)
