@@ -33,6 +33,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.movielens import write_movielens  # noqa: E402
 K = 10
 SEEDS = (1, 2, 3)
 
@@ -142,11 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-two-tower", action="store_true", help="only item2vec and gensim")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipelines.tools.datasets import movielens
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame = movielens()
-    data = args.out / "movielens.csv"
-    frame.to_csv(data, index=False)
+    frame, data = write_movielens(args.out)
     train, test = frame[frame.is_last == 0], frame[frame.is_last == 1]
     settings = yaml.safe_load((ROOT / "examples" / "movielens_sequences.yaml").read_text())
     settings["input"]["path"] = str(data)

@@ -108,17 +108,22 @@ def run_embedpipe(config: pathlib.Path, data: pathlib.Path, out: pathlib.Path) -
             "seconds": manifest["stages"]["train"]["seconds"], "params": spec["model"]}
 
 
+def write_movielens(out: pathlib.Path) -> tuple[pd.DataFrame, pathlib.Path]:
+    """The MovieLens ratings (`pipelines.tools.datasets.movielens`), written to out/movielens.csv."""
+    from pipelines.tools.datasets import movielens
+    out.mkdir(parents=True, exist_ok=True)
+    frame = movielens()
+    frame.to_csv(out / "movielens.csv", index=False)
+    return frame, out / "movielens.csv"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=pathlib.Path, default=ROOT / "examples" / "movielens.yaml")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "movielens")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipelines.tools.datasets import movielens
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame = movielens()
-    data = args.out / "movielens.csv"
-    frame.to_csv(data, index=False)
+    frame, data = write_movielens(args.out)
     results = baselines(frame)
     misses = results.pop("_misses")
     results["embedpipe two-tower"] = run_embedpipe(args.config, data, args.out)
