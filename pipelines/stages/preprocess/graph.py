@@ -1,8 +1,8 @@
 """Edge rows -> a graph -> random walks as token documents (DeepWalk, node2vec), and the node table.
 
 How the work is spread:
-- each bundle of edge rows is reduced to its distinct edges (self-loops dropped and counted,
-  duplicates merged), in parallel;
+- each batch of edge rows is reduced to its distinct edges (self-loops dropped and counted,
+  duplicates merged), in parallel, and the combine's partial step merges a bundle's batches;
 - `MergeIntoGraph` combines those into one CSR graph (`walks.build_graph`). The graph is then a side
   input: every worker holds it, so it must fit one worker's memory (4 bytes per directed edge, 8
   per node and the node ids; 8 more per directed edge for weights, 8 more for node2vec). The
@@ -34,7 +34,7 @@ from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess.documents import TransformInputs, document_column, ragged_batch
 from pipelines.stages.preprocess.entities import entity_table_schema
 from pipelines.stages.preprocess.schema import RawSchema
-from pipelines.stages.preprocess.walks import EDGE_COLUMNS, Graph, build_graph, merge_edges, random_walks, walk_documents
+from pipelines.stages.preprocess.walks import EDGE_SCHEMA, Graph, build_graph, merge_edges, random_walks, walk_documents
 
 CHUNK_NODES = 1024
 NODE_ROWS_PER_TABLE = 65536
@@ -67,7 +67,7 @@ class ToEdgeTable(beam.DoFn):
         weight = batch.column(graph.weight).cast(pa.float64()) if graph.weight else pa.array(np.ones(len(source)))
         rows = pa.array(np.ones(len(source), np.int64))
         if len(source):
-            yield merge_edges([pa.table([source, target, weight, rows], names=list(EDGE_COLUMNS))])
+            yield merge_edges([pa.table([source, target, weight, rows], schema=EDGE_SCHEMA)])
 
 
 class MergeIntoGraph(beam.CombineFn):
@@ -91,9 +91,7 @@ class MergeIntoGraph(beam.CombineFn):
         return [merge_edges(accumulator)] if len(accumulator) > 1 else accumulator
 
     def extract_output(self, accumulator: list[pa.Table]) -> Graph:
-        edges = merge_edges(accumulator) if accumulator else pa.table(
-            {"source": pa.array([], pa.string()), "target": pa.array([], pa.string()),
-             "weight": pa.array([], pa.float64()), "rows": pa.array([], pa.int64())})
+        edges = merge_edges(accumulator) if accumulator else EDGE_SCHEMA.empty_table()
         return build_graph(edges, self._graph.directed, self._graph.weight is not None)
 
 
@@ -111,6 +109,7 @@ def start_chunks(graph: Graph) -> list[tuple[int, int]]:
 
 
 @beam.typehints.with_input_types(tuple[int, int], Graph)
+@beam.typehints.with_output_types(pa.RecordBatch)
 class GenerateWalks(beam.DoFn):
     """A chunk of start nodes -> a record batch of walk documents per split (`walks_per_node` walks
     from each node; see the module docstring for the seeds).

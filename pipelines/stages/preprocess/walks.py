@@ -25,7 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-EDGE_COLUMNS = ("source", "target", "weight", "rows")
+# Distinct edges: node ids, the weight (summed over merged duplicates), the input rows merged into it.
+EDGE_SCHEMA = pa.schema([("source", pa.string()), ("target", pa.string()), ("weight", pa.float64()),
+                         ("rows", pa.int64())])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,7 @@ def merge_edges(tables: list[pa.Table]) -> pa.Table:
     `rows` counts the input edges merged into it."""
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     merged = table.group_by(["source", "target"], use_threads=False).aggregate([("weight", "sum"), ("rows", "sum")])
-    return merged.rename_columns(list(EDGE_COLUMNS))
+    return merged.rename_columns(EDGE_SCHEMA.names)
 
 
 def build_graph(edges: pa.Table, directed: bool, weighted: bool) -> Graph:
