@@ -38,14 +38,14 @@ K = 10
 SEEDS = (1, 2, 3)
 
 
-def sessions(train: pd.DataFrame, max_gap: float | None, min_length: int) -> list[list[str]]:
-    """Each user's training ratings in time order (ties by movie id as text), cut at gaps > max_gap."""
+def training_sessions(train: pd.DataFrame, max_gap: float | None, min_length: int) -> list[list[str]]:
+    """Each user's training ratings ordered as embedpipe orders them (time, then movie id as text),
+    cut by embedpipe's own rule (`sequences.sessions`)."""
+    from pipelines.stages.preprocess.sequences import sessions
     ordered = train.assign(item=train.movieId.astype(str)).sort_values(["userId", "timestamp", "item"])
     found = []
     for _, group in ordered.groupby("userId", sort=False):
-        times, items = group.timestamp.to_numpy(), group.item.tolist()
-        starts = [0] + [i for i in range(1, len(items)) if max_gap is not None and times[i] - times[i - 1] > max_gap]
-        found += [items[a:b] for a, b in zip(starts, starts[1:] + [len(items)]) if b - a >= min_length]
+        found += sessions(list(zip(group.timestamp.astype(float), group.item)), max_gap, min_length)[0]
     return found
 
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = yaml.safe_load((ROOT / "examples" / "movielens_sequences.yaml").read_text())
     settings["input"]["path"] = str(data)
     sequences = settings["sequences"]
-    documents = sessions(train, sequences.get("max_gap"), sequences.get("min_length", 2))
+    documents = training_sessions(train, sequences.get("max_gap"), sequences.get("min_length", 2))
 
     rows = {"gensim Word2Vec (2 workers)": summary(gensim_rows(documents, settings, train, test)),
             "embedpipe sequences + skip-gram": summary(embedpipe_rows(settings, train, test, args.out))}

@@ -53,9 +53,9 @@ def sessions(events: list[Event], max_gap: float | None, min_length: int) -> tup
 
     A gap larger than `max_gap` between consecutive events starts a new session (None: never).
     """
-    cuts = [0] + [i for i in range(1, len(events)) if max_gap is not None and events[i][0] - events[i - 1][0] > max_gap]
-    cuts.append(len(events))
-    found = [[item for _, item in events[start:stop]] for start, stop in zip(cuts, cuts[1:]) if stop > start]
+    starts = [0] + [i for i in range(1, len(events)) if max_gap is not None and events[i][0] - events[i - 1][0] > max_gap]
+    found = [[item for _, item in events[start:stop]] for start, stop in zip(starts, starts[1:] + [len(events)])
+             if stop > start]
     kept = [session for session in found if len(session) >= min_length]
     return kept, len(found) - len(kept)
 
