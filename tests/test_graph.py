@@ -96,6 +96,11 @@ def walk_config(**graph) -> dict:
             "split": {"eval_fraction": 0.2}, "entities": [{"name": "node", "key": "node"}]}
 
 
+def same_walks(tagged: list[tuple[str, list[str]]]) -> None:
+    first = sorted(walk for tag, walk in tagged if tag == "first")
+    assert first and first == sorted(walk for tag, walk in tagged if tag == "again")
+
+
 def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_dropped(tmp_path):
     parsed = config_from_dict(walk_config())
     schema = RawSchema(files=(), headers={}, types=transform_column_types(parsed), numeric=frozenset(),
@@ -119,6 +124,10 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
     walks = ((inputs.train, inputs.eval) | beam.Flatten()
              | beam.FlatMap(lambda documents: documents.column(0).to_pylist()))
     assert_that(walks | beam.combiners.ToList(), lambda got: check(got[0]))
+    passes = [collection | f"Tag[{tag}]" >> beam.FlatMap(lambda docs, t: [(t, w) for w in docs.column(0).to_pylist()], tag)
+              for tag, collection in (("first", inputs.analyze), ("again", inputs.train))]
+    assert_that(passes | "FlattenPasses" >> beam.Flatten() | "Passes" >> beam.combiners.ToList(),
+                lambda got: same_walks(got[0]), label="BothPassesWalkAlike")
     result = pipeline.run()
     result.wait_until_finish()
     counts = read_counters(result)
