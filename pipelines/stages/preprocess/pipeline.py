@@ -105,9 +105,8 @@ class ReadRawRows(beam.PTransform):
         if fmt == "tfrecord":
             return pipeline | "ReadExampleBatches" >> beam.io.Read(TFRecordBatchSource(pattern))
         if fmt == "parquet":
-            split = self._config.split
             # Hashing the whole record for the split needs every column; otherwise read only those used.
-            columns = list(self._config.raw_columns()) if split.key or split.column else None
+            columns = None if Splitter(self._config).reads_records else list(self._config.raw_columns())
             return (pipeline
                     | "ListParquetFiles" >> beam.Create(list(self._schema.files))
                     | "SpreadParquetFiles" >> beam.Reshuffle()
