@@ -107,6 +107,7 @@ def test_order_values_type_the_same_column_wise_and_row_by_row():
     ({"sequences": {"group_by": "user", "order_by": "user", "item": "item"}}, "sequences.order_by: 'user' is already"),
     ({"sequences": {"group_by": "user", "order_by": "ts", "item": "item", "max_gap": 0}}, "sequences.max_gap: must be a positive"),
     ({"sequences": {"group_by": "user", "order_by": "ts"}}, "sequences.item: required"),
+    ({"sequences": {}}, "sequences.group_by: required"),
     ({"sequences": {"group_by": "user", "order_by": "ts", "item": "item", "window": 3}}, "sequences.window: unknown key"),
 ])
 def test_config_errors_name_the_key(changes, message):

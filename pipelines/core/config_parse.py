@@ -385,7 +385,7 @@ def _check_shape(shape: str, spec: SequencesConfig | GraphConfig, features: Mapp
         raise ConfigError(f"sequences.item: {spec.item!r} must be the column of the feature features.{feature.name} "
                           f"(it reads {feature.column!r}); name the feature after the item column (features: {example})")
     if shape == "graph":
-        if "column" in _Section(raw_features.data[feature.name], "").data:
+        if "column" in raw_features.data[feature.name]:
             raise ConfigError(f"features.{feature.name}.column: a graph's node feature reads graph.source and "
                               "graph.target; remove column")
         for index, entity in enumerate(entities):
@@ -447,10 +447,11 @@ def config_from_dict(data: Any) -> Config:
     root.check_keys(("name", "input", "split", "features", "model", "entities", "output", "warm_start",
                      "align_to", "sequences", "graph"))
     name = root.get("name", str, required=True)
-    if root.get("sequences", dict) is not None and root.get("graph", dict) is not None:
+    shapes = {key: root.get(key, dict) for key in ("sequences", "graph")}
+    if None not in shapes.values():
         raise ConfigError("graph: a config has one input shape; give sequences or graph, not both")
-    sequences = _parse_sequences(_Section(root.data["sequences"], "sequences")) if root.get("sequences", dict) else None
-    graph = _parse_graph(_Section(root.data["graph"], "graph")) if root.get("graph", dict) else None
+    sequences = None if shapes["sequences"] is None else _parse_sequences(_Section(shapes["sequences"], "sequences"))
+    graph = None if shapes["graph"] is None else _parse_graph(_Section(shapes["graph"], "graph"))
     shape = "sequences" if sequences else "graph" if graph else None
     features_section = _Section(root.get("features", dict, required=True), "features")
     if not features_section.data:
