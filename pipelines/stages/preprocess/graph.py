@@ -91,7 +91,7 @@ class MergeIntoGraph(beam.CombineFn):
         return [merge_edges(accumulator)] if len(accumulator) > 1 else accumulator
 
     def extract_output(self, accumulator: list[pa.Table]) -> Graph:
-        edges = merge_edges(accumulator) if accumulator else EDGE_SCHEMA.empty_table()
+        edges = self.compact(accumulator)[0] if accumulator else EDGE_SCHEMA.empty_table()
         return build_graph(edges, self._graph.directed, self._graph.weight is not None)
 
 
@@ -143,10 +143,11 @@ class GenerateWalks(beam.DoFn):
 
 def node_tables(graph: Graph, schema: pa.Schema) -> Iterator[pa.Table]:
     """The entity table of a graph's nodes: every node, its count being its (out-)degree."""
-    degrees = pa.array(graph.degrees.astype(np.int64))
+    degrees = graph.degrees.astype(np.int64)
     for start in range(0, graph.nodes, NODE_ROWS_PER_TABLE):
-        stop = min(start + NODE_ROWS_PER_TABLE, graph.nodes)
-        yield pa.table([graph.names[start:stop], degrees[start:stop]], schema=schema)
+        rows = np.arange(start, min(start + NODE_ROWS_PER_TABLE, graph.nodes))
+        # Copies, not slices: a pickled slice would carry every node id.
+        yield pa.table([graph.names.take(rows), pa.array(degrees[rows])], schema=schema)
 
 
 class BuildGraph(beam.PTransform):
