@@ -15,7 +15,7 @@ uses, called directly on the graph. Memory: the whole preprocess stage (walks th
 to TFRecords) on graphs of the same nodes and walks with more and more edges, each in its own
 process; peak RSS from the kernel's accounting of the finished process (`wait4`).
 
-    python benchmarks/graph.py [--nodes 100000] [--memory-degrees 5,10,20] [--out benchmarks/out/graph]
+    python benchmarks/graph.py [--nodes 100000] [--memory-degrees 5,20,40] [--out benchmarks/out/graph]
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def numpy_walk_seconds(edges: pd.DataFrame, config: dict) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100_000)
-    parser.add_argument("--memory-degrees", default="5,10,20", help="average degrees of the memory runs")
+    parser.add_argument("--memory-degrees", default="5,20,40", help="average degrees of the memory runs")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "graph")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
