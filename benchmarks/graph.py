@@ -134,6 +134,32 @@ def numpy_walk_seconds(edges: pd.DataFrame, config: dict) -> tuple[float, int]:
     return time.perf_counter() - started, len(starts)
 
 
+def memory_runs(nodes: int, communities: int, degrees: list[float], out: pathlib.Path) -> list[tuple]:
+    """(edges, walks, nodes walked, preprocess seconds, peak RSS MiB) of the preprocess stage on graphs of
+    `nodes` nodes with these average degrees, each in its own process.
+
+    Run before this process grows: a child's peak RSS counts the pages it shared with its parent
+    when it was forked (Linux keeps the high-water mark across exec).
+    """
+    from pipelines.tools.datasets import planted_partition
+    memory = []
+    for degree in degrees:
+        grown, _ = planted_partition(nodes, communities, degree_in=degree * 0.8, degree_out=degree * 0.2)
+        path = out / f"edges-{degree:g}.csv"
+        grown.to_csv(path, index=False)
+        config_path = out / f"graph-{degree:g}.yaml"
+        config_path.write_text(yaml.safe_dump(settings(path)))
+        del grown
+        _, rss = measured(embedpipe("preprocess", str(config_path), "--output", str(out / "memory"),
+                                    "--run-id", f"d{degree:g}", "--overwrite"), out / f"preprocess-{degree:g}.log")
+        facts = stage_facts(out / "memory" / f"d{degree:g}", "preprocess")
+        counts = facts["counts"]
+        memory.append((counts["rows_valid"], counts["documents_train"] + counts["documents_eval"],
+                       counts["walk_tokens"], facts["seconds"], rss))
+        path.unlink()
+    return memory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100_000)
@@ -145,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.tools.datasets import planted_partition
     args.out.mkdir(parents=True, exist_ok=True)
     communities_count = max(2, args.nodes // COMMUNITY_SIZE)
+    memory = memory_runs(args.nodes, communities_count, [float(d) for d in args.memory_degrees.split(",")], args.out)
     edges, communities = planted_partition(args.nodes, communities_count, degree_in=8.0, degree_out=2.0)
     cut = int(len(edges) * (1 - HELD_OUT))
     train, held_out = edges.iloc[:cut], edges.iloc[cut:]   # the edges come shuffled
@@ -190,23 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                        ("embedpipe Beam walks (read, type, graph, walk)", beam_seconds),
                        ("embedpipe preprocess stage (walks twice, tf.Transform, TFRecords)", preprocess)])
 
-    memory = []
-    for degree in [float(d) for d in args.memory_degrees.split(",")]:
-        grown, _ = planted_partition(args.nodes, communities_count, degree_in=degree * 0.8, degree_out=degree * 0.2)
-        path = args.out / f"edges-{degree:g}.csv"
-        grown.to_csv(path, index=False)
-        grown_config = settings(path)
-        config_path = args.out / f"graph-{degree:g}.yaml"
-        config_path.write_text(yaml.safe_dump(grown_config))
-        _, rss = measured(embedpipe("preprocess", str(config_path), "--output", str(args.out / "memory"),
-                                    "--run-id", f"d{degree:g}"), args.out / f"preprocess-{degree:g}.log")
-        facts = stage_facts(args.out / "memory" / f"d{degree:g}", "preprocess")
-        memory.append((len(grown), facts["seconds"], rss, facts["counts"]["walk_tokens"]))
-        path.unlink()
     print(f"\nGraph preprocess peak memory as edges grow ({len(communities):,} nodes, the same walks; each in its own process)")
     print("| edges | nodes walked | preprocess seconds | walks/s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
-    for size, seconds, rss, tokens in memory:
-        print(f"| {size:,} | {tokens:,} | {seconds:.1f} | {count / seconds:,.0f} | {rss:,.0f} |")
+    for size, walks, tokens, seconds, rss in memory:
+        print(f"| {size:,} | {tokens:,} | {seconds:.1f} | {walks / seconds:,.0f} | {rss:,.0f} |")
     return 0
 
 
