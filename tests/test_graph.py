@@ -18,7 +18,7 @@ from pipelines.core.beam_runner import read_counters
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError
 from pipelines.core.rundir import RunDir
-from pipelines.stages.preprocess.graph import CHUNK_NODES, WalkGraph
+from pipelines.stages.preprocess.graph import CHUNK_NODES, BuildGraph, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.schema import RawSchema, required_columns, transform_column_types
 from pipelines.stages.preprocess.walks import Graph, build_graph, merge_edges, random_walks, walk_documents
 from pipelines.tools.datasets import planted_partition
@@ -120,7 +120,9 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
 
     pipeline = TestPipeline(runner=FnApiRunner())
     staged = RunDir(str(tmp_path))
-    inputs = pipeline | beam.Create([batch]) | WalkGraph(parsed, schema, staged)
+    graph = pipeline | beam.Create([batch]) | BuildGraph(parsed.graph)
+    inputs = graph | WalkGraph(parsed)
+    _ = graph | WriteNodeTables(parsed, schema, staged)
     walks = ((inputs.train, inputs.eval) | beam.Flatten()
              | beam.FlatMap(lambda documents: documents.column(0).to_pylist()))
     assert_that(walks | beam.combiners.ToList(), lambda got: check(got[0]))

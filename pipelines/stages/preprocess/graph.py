@@ -187,7 +187,20 @@ class WalkFromEveryNode(beam.PTransform):
 
 
 class WalkGraph(beam.PTransform):
-    """Typed edge rows -> walk documents for both tf.Transform passes, and the node entity tables."""
+    """The graph -> walk documents for both tf.Transform passes (the second pass walks again)."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self._config = config
+
+    def expand(self, graph: beam.PCollection) -> TransformInputs:
+        first = graph | "WalkFromEveryNode" >> WalkFromEveryNode(self._config, count=True)
+        again = graph | "WalkFromEveryNodeAgain" >> WalkFromEveryNode(self._config, count=False)
+        return TransformInputs(first.train, again.train, again.eval)
+
+
+class WriteNodeTables(beam.PTransform):
+    """The graph -> one entity table per entity (every node, its degree as count) in the staged run."""
 
     def __init__(self, config: Config, schema: RawSchema, staged: RunDir):
         super().__init__()
@@ -195,20 +208,17 @@ class WalkGraph(beam.PTransform):
         self._schema = schema
         self._staged = staged
 
-    def expand(self, edges: beam.PCollection) -> TransformInputs:
-        config = self._config
-        graph = edges | "BuildGraph" >> BuildGraph(config.graph)
-        first = graph | "WalkFromEveryNode" >> WalkFromEveryNode(config, count=True)
-        again = graph | "WalkFromEveryNodeAgain" >> WalkFromEveryNode(config, count=False)
-        for entity in config.entities:
-            schema = entity_table_schema(config, self._schema, entity)
-            _ = (graph
-                 | f"NodeTables[{entity.name}]" >> beam.FlatMap(node_tables, schema)
-                 | f"CountNodes[{entity.name}]" >> beam.Map(_count_rows, f"entity_keys_{entity.name}")
-                 | f"WriteNodeTable[{entity.name}]" >> beam.io.WriteToParquetBatched(
-                     fs.join(self._staged.entity_table_dir(entity.name), "part"), schema,
-                     file_name_suffix=".parquet"))
-        return TransformInputs(first.train, again.train, again.eval)
+    def expand(self, graph: beam.PCollection) -> dict[str, beam.PCollection]:
+        written = {}
+        for entity in self._config.entities:
+            schema = entity_table_schema(self._config, self._schema, entity)
+            written[entity.name] = (
+                graph
+                | f"NodeTables[{entity.name}]" >> beam.FlatMap(node_tables, schema)
+                | f"CountNodes[{entity.name}]" >> beam.Map(_count_rows, f"entity_keys_{entity.name}")
+                | f"WriteNodeTable[{entity.name}]" >> beam.io.WriteToParquetBatched(
+                    fs.join(self._staged.entity_table_dir(entity.name), "part"), schema, file_name_suffix=".parquet"))
+        return written
 
 
 def _count_rows(table: pa.Table, counter: str) -> pa.Table:

@@ -38,7 +38,7 @@ from pipelines.stages.preprocess import columnar
 from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatchSink, TFRecordBatchSource
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
-from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, WalkGraph
+from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
 from pipelines.stages.preprocess.sequences import SEQUENCE_COUNTERS, BuildSequences
@@ -303,7 +303,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, s
         if config.sequences:
             inputs = SplitRows(rows.train, rows.eval) | "BuildSequences" >> BuildSequences(config)
         elif config.graph:
-            inputs = rows.train | "WalkGraph" >> WalkGraph(config, schema, staged)
+            graph = rows.train | "BuildGraph" >> BuildGraph(config.graph)
+            inputs = graph | "WalkGraph" >> WalkGraph(config)
+            _ = graph | "WriteNodeTables" >> WriteNodeTables(config, schema, staged)
         else:
             # The transform pass reads and decodes the input again (see TransformInputs).
             reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
@@ -314,7 +316,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, s
         _ = examples.train | "WriteTrainExamples" >> WriteExamples(staged.join("data", "train"))
         _ = examples.eval | "WriteEvalExamples" >> WriteExamples(staged.join("data", "eval"))
         _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
-        if not config.graph:  # a graph's node tables come from the graph itself
+        if not config.graph:  # a graph's node tables come from the graph (WriteNodeTables)
             _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
 
 
