@@ -141,6 +141,21 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
     assert len(table) == nodes + 1 and table.set_index("key")["count"].to_dict()["x"] == 0
 
 
+def test_edge_rows_need_both_ids_and_a_positive_weight():
+    from pipelines.stages.preprocess.rows import InvalidRow, RowTyper
+    parsed = config_from_dict(walk_config(weight="w"))
+    schema = RawSchema(files=(), headers={}, types=transform_column_types(parsed), numeric=frozenset(),
+                       metadata_types={}, required=required_columns(parsed))
+    typer = RowTyper(parsed, schema)
+    assert typer.type_row({"src": "a", "dst": "b", "w": "2.5"})[0] == ["a", "b", 2.5]
+    for row, reason in (({"src": "", "dst": "b", "w": 1}, "graph.source: column 'src' is missing"),
+                        ({"src": "a", "dst": None, "w": 1}, "graph.target: column 'dst' is missing"),
+                        ({"src": "a", "dst": "b", "w": "-3"}, "graph.weight: '-3' is not a positive number"),
+                        ({"src": "a", "dst": "b", "w": "abc"}, "graph.weight: 'abc' is not a positive number")):
+        with pytest.raises(InvalidRow, match=reason):
+            typer.type_row(row)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"graph": {"source": "src", "target": "dst", "p": 0}}, "graph.p: must be > 0"),
     ({"graph": {"source": "src", "target": "dst", "q": -1.5}}, "graph.q: must be > 0"),
@@ -158,12 +173,14 @@ def test_config_errors_name_the_key(changes, message):
         config_from_dict({**walk_config(), **changes})
 
 
-def test_a_missing_column_is_named_before_any_work(tmp_path):
+def test_a_missing_column_is_named_before_any_work(tmp_path, capsys):
     (tmp_path / "e.csv").write_text("src,dst\na,b\n")
     settings = {**walk_config(), "input": {"path": str(tmp_path / "e.csv"), "format": "csv"},
                 "graph": {"source": "src", "target": "to"}}
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(settings))
     assert run_cli("run", tmp_path / "g.yaml", "--output", tmp_path / "runs") == 2
+    assert "graph.target: column 'to' is not in" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def purity(vectors: pd.DataFrame, communities: pd.Series) -> float:

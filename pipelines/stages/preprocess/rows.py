@@ -187,7 +187,10 @@ def _required(key: str, column: str, value: Any, kind: str) -> Any:
     if kind == TIME:
         return _time(key, value)
     if kind == WEIGHT:
-        weight = _number(column, value)
+        try:
+            weight = _number(column, value)
+        except InvalidRow:
+            weight = math.nan   # not a number, or beyond float32: said as the weight's own reason
         if not weight > 0:
             raise InvalidRow(f"{key}: {str(value)[:50]!r} is not a positive number", f"{key}: not a positive number")
         return weight
