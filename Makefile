@@ -21,6 +21,9 @@ data/movielens.csv: | install
 data/words.txt: | install
 	$(PY) -m pipelines.tools.datasets words $@
 
+data/graph.csv: | install
+	$(PY) -m pipelines.tools.datasets graph $@
+
 test: install
 	$(PY) -m pytest -q tests
 

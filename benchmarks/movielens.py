@@ -215,18 +215,23 @@ def run_embedpipe(config: dict, data: pathlib.Path, out: pathlib.Path, seed: int
             "train_stage_seconds": manifest["stages"]["train"]["seconds"]}
 
 
+def write_movielens(out: pathlib.Path) -> tuple[pd.DataFrame, pathlib.Path]:
+    """The MovieLens ratings (`pipelines.tools.datasets.movielens`), written to out/movielens.csv."""
+    from pipelines.tools.datasets import movielens
+    out.mkdir(parents=True, exist_ok=True)
+    frame = movielens()
+    frame.to_csv(out / "movielens.csv", index=False)
+    return frame, out / "movielens.csv"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "movielens")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per stochastic method")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipelines.tools.datasets import movielens
     seeds = tuple(range(1, args.seeds + 1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame = movielens()
-    data = args.out / "movielens.csv"
-    frame.to_csv(data, index=False)
+    frame, data = write_movielens(args.out)
     validation, test = splits(frame)
     validation_data = args.out / "movielens-validation.csv"
     validation_frame = frame[frame.is_last == 0].copy()

@@ -31,6 +31,12 @@ def accepted_keys(monkeypatch) -> set[tuple[str, str]]:
             "warm_start": {"from": "x"}}
     for model in ({"kind": "supervised", "label": "y"}, {"kind": "two_tower", "query": ["v"], "candidate": ["i"]}):
         config_parse.config_from_dict({**base, "model": model})
+    documents = {"name": "x", "input": {"path": "x", "format": "csv"}, "model": {"kind": "skipgram"}}
+    config_parse.config_from_dict({**documents, "sequences": {"group_by": "u", "order_by": "t", "item": "m"},
+                                   "features": {"m": {"type": "vocabulary"}}, "entities": [{"name": "m", "key": "m"}]})
+    config_parse.config_from_dict({**documents, "graph": {"source": "s", "target": "t"},
+                                   "features": {"node": {"type": "vocabulary"}},
+                                   "entities": [{"name": "node", "key": "node"}]})
     return seen
 
 

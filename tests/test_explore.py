@@ -133,7 +133,8 @@ def test_plot_png(tmp_path):
     out = tmp_path / "day_hour.png"
     assert run_cli("plot", run.path, "--entity", "day_hour", "--out", out) == 0
     image = matplotlib.image.imread(out)
-    assert image.shape[:2] == (900, 1200) and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a day x hour cross gets its 7 x 24 grid under the scatter
+    assert image.shape[:2] == (1300, 1200) and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keys_other, vectors = planted()
     other = publish(tmp_path / "o", "thing", keys_other, vectors)
     assert run_cli("plot", other.path, "--entity", "thing", "--out", tmp_path / "t.png", "--method", "tsne") == 0

@@ -22,11 +22,11 @@ from PIL import Image
 
 from pipelines.core import fs
 from pipelines.core.config_parse import config_from_dict
+from pipelines.core.dates import WEEKDAYS
 from pipelines.core.rundir import RunDir
-from pipelines.core.vectors import EntityVectors
 from pipelines.stages.preprocess.statistics import SummarizeFeatures
 from pipelines.tools.drift import compare_runs
-from pipelines.tools.report import day_hour_grid
+from pipelines.tools.plot import day_hour_grid
 from pipelines.tools.report_figures import format_number
 from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 from tests.test_failures import corrupted_csv
@@ -224,15 +224,17 @@ def test_day_hour_grid_places_each_key_at_its_day_and_hour():
     rng = np.random.default_rng(1)
     keys = [f"{day}|{hour}" for day in range(1, 8) for hour in range(24) if (day, hour) != (3, 5)]
     vectors = rng.normal(size=(len(keys), 4)).astype(np.float32)
-    grid = day_hour_grid(EntityVectors(keys, vectors, pa.table({"key": keys})))
+    grid, days = day_hour_grid(keys, vectors)
     assert grid.shape == (7, 24) and np.isnan(grid[2, 5]) and np.sum(np.isnan(grid)) == 1
+    assert days == [str(day) for day in range(1, 8)]
     centered = vectors - vectors.mean(axis=0)
     first = centered @ np.linalg.svd(centered, full_matrices=False)[2][0]
     np.testing.assert_allclose(np.abs(grid[6, 23]), np.abs(first[keys.index("7|23")]), rtol=1e-4)
     swapped = [f"{key.split('|')[1]}|{key.split('|')[0]}" for key in keys]   # hour|day
-    np.testing.assert_allclose(day_hour_grid(EntityVectors(swapped, vectors, pa.table({"key": swapped}))), grid,
-                               equal_nan=True)
-    assert day_hour_grid(EntityVectors(["a|b", "c|d"], vectors[:2], pa.table({"key": ["a|b", "c|d"]}))) is None
+    np.testing.assert_allclose(day_hour_grid(swapped, vectors)[0], grid, equal_nan=True)
+    named = [f"{WEEKDAYS[int(key.split('|')[0]) - 1]}|{key.split('|')[1]}" for key in keys]
+    assert day_hour_grid(named, vectors)[1] == list(WEEKDAYS)
+    assert day_hour_grid(["a|b", "c|d"], vectors[:2]) is None
 
 
 # ------------------------------------------------------------------------------ self-contained

@@ -3,11 +3,12 @@
 Signatures (every input is a 1-D tensor [batch] of a raw column, named after the column):
     serving_default         supervised: {"prediction": [batch]} or {"probabilities": [batch, classes],
                             "class_id": [batch]}; two-tower: {"score": [batch]} = dot(query, candidate);
-                            skip-gram: the word vectors, as embed_<text feature>
+                            skip-gram: the word (item, node) vectors, as embed_<token feature>
     query_embedding         two-tower: query tower columns -> {"embedding": [batch, dim]}
     candidate_embedding     two-tower: candidate tower columns -> {"embedding": [batch, dim]}
     embed_<feature>         every embedded feature: its raw columns -> {"embedding": [batch, feature dim]}
-                            (a text column gives the mean of its tokens' vectors; one token gives that token's row)
+                            (a text column gives the mean of its tokens' vectors; one token gives that token's row;
+                            an item or node id of a sequences or graph config gives its row)
 The object also carries `embedding_tables`: feature name -> its table variable [rows, dim].
 """
 from __future__ import annotations
@@ -35,13 +36,19 @@ class ExportModule(tf.Module):
     def input_signature(self, columns: Iterable[str]) -> list[dict[str, tf.TensorSpec]]:
         return [{c: tf.TensorSpec([None], self.raw_spec[c].dtype, name=c) for c in columns}]
 
+    def as_raw(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor | tf.SparseTensor]:
+        """Signature inputs [batch] -> the transform layer's inputs: a document column (sequences,
+        graphs) becomes a one-id document per row [batch, 1] ("" gives an empty one)."""
+        return {c: tf.sparse.from_dense(tf.reshape(x, [-1, 1])) if isinstance(self.raw_spec[c], tf.io.VarLenFeature)
+                else x for c, x in inputs.items()}
+
     def function(self, columns: Iterable[str], body: Callable[[dict], dict]) -> tf.types.experimental.ConcreteFunction:
         """A concrete function raw columns -> outputs, `body` receiving the transformed features."""
         columns = sorted(set(columns))
 
         @tf.function(input_signature=self.input_signature(columns))
         def serve(raw: dict) -> dict:
-            return body(self.tft_layer(raw))
+            return body(self.tft_layer(self.as_raw(raw)))
         return serve.get_concrete_function()
 
 
@@ -67,7 +74,7 @@ def export_model(path: str, config: Config, model: keras.Model, tft_output: tft.
         signatures["serving_default"] = module.function(
             all_columns, lambda t: {"score": tf.reduce_sum(model.query(t) * model.candidate(t), axis=-1)})
     elif config.model.kind == "skipgram":
-        signatures["serving_default"] = signatures[signature_name(config.text_features[0])]
+        signatures["serving_default"] = signatures[signature_name(config.token_feature)]
     else:
         all_columns = [c for f in features.values() for c in f.raw_columns]
         signatures["serving_default"] = module.function(

@@ -98,7 +98,8 @@ class Trainer:
 
     @property
     def has_eval(self) -> bool:
-        return self.counts.get("rows_eval", 1) > 0
+        """Whether the eval split has examples (sessions or walks for sequences and graphs)."""
+        return self.counts.get("documents_eval", self.counts.get("rows_eval", 1)) > 0
 
     def dataset(self, split: str, epoch: int | None = None, with_label: bool = True,
                 batch_size: int | None = None) -> tf.data.Dataset:
@@ -120,7 +121,7 @@ class Trainer:
                 self.inputs[model.candidate[0]].num_rows, model.history_order)
             return build_two_tower(model, self.inputs, interactions), interactions
         if model.kind == "skipgram":
-            feature = self.inputs[self.config.text_features[0]]
+            feature = self.inputs[self.config.token_feature]
             counts = token_counts(self.dataset("train", with_label=False), feature.name,
                                   self.tft_output.vocabulary_size_by_name(feature.name))
             return SkipGramModel(feature, counts, model, name="skipgram"), counts
@@ -132,7 +133,7 @@ class Trainer:
         model = self.config.model
         documents = self.dataset(split, epoch=epoch if split == "train" else None, with_label=False,
                                  batch_size=DOCUMENTS_PER_READ)
-        return token_batches(documents, self.config.text_features[0], len(extra),
+        return token_batches(documents, self.config.token_feature, len(extra),
                              keep_probabilities(extra, model.subsample), model.batch_size,
                              repeat=split == "train", seed=epoch_seed(model.seed, epoch))
 

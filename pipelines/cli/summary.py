@@ -27,8 +27,30 @@ def preprocess_lines(facts: dict[str, Any]) -> list[str]:
     if counts.get("identity_out_of_range"):
         lines.append(f"warning: {counts['identity_out_of_range']:,} identity ids outside [0, num_buckets) went to "
                      "the default bucket")
-    if counts["rows_eval"] == 0:
+    lines += document_lines(counts)
+    if counts.get("documents_eval", counts["rows_eval"]) == 0:
         lines.append("warning: the eval split is empty: training runs without validation and reports no eval metrics")
+    return lines
+
+
+def document_lines(counts: dict[str, int]) -> list[str]:
+    """What a sequences or a graph config made of its rows (nothing for other configs)."""
+    lines = []
+    if "groups" in counts:
+        lines.append(f"{counts['documents_train']:,} train and {counts['documents_eval']:,} eval sessions; "
+                     f"{counts['sessions_too_short']:,} shorter than sequences.min_length dropped")
+        if counts["events_over_group_limit"]:
+            lines.append(f"warning: {counts['events_over_group_limit']:,} events beyond sequences.max_group_events "
+                         "(the oldest of the largest groups) were left out")
+    if "nodes" in counts:
+        lines.append(f"{counts['nodes']:,} nodes, {counts['edges']:,} edges; {counts['documents_train']:,} train and "
+                     f"{counts['documents_eval']:,} eval walks, {counts['walk_tokens']:,} nodes walked")
+        dropped = [f"{counts[name]:,} {what}" for name, what in (
+            ("self_loops", "self-loops dropped"), ("duplicate_edges", "duplicate edges merged"),
+            ("nodes_without_edges", "nodes without (out-)edges: their walks are the node alone"))
+            if counts[name]]
+        if dropped:
+            lines.append("warning: " + "; ".join(dropped))
     return lines
 
 

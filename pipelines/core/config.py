@@ -205,6 +205,62 @@ class EntityConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SequencesConfig:
+    """An event log read as item sequences (item2vec): one token document per session.
+
+    Attributes:
+        group_by: column grouping the events (a user).
+        order_by: column ordering a group's events: a number (Unix seconds) or an ISO 8601 date-time.
+        item: column of the item id; the config's one feature is the vocabulary of this column.
+        max_gap: a gap between consecutive events larger than this (order_by units; seconds for
+            date-times) starts a new session; None: one session per group.
+        min_length: sessions with fewer events are dropped (counted).
+        max_group_events: a group keeps its newest this many events (the older ones are counted).
+    """
+    group_by: str
+    order_by: str
+    item: str
+    max_gap: float | None = None
+    min_length: int = 2
+    max_group_events: int = 10_000
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.group_by, self.order_by, self.item)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphConfig:
+    """An edge list read as a graph (DeepWalk / node2vec): random walks are the token documents.
+
+    Attributes:
+        source, target: columns of each edge's node ids.
+        directed: walks follow edges from source to target only.
+        weight: column of positive edge weights (walks step in proportion); None: unweighted.
+        walks_per_node: walks starting at every node.
+        walk_length: nodes per walk (fewer when a directed walk reaches a node without out-edges).
+        p, q: node2vec's return and in-out parameters (1, 1: DeepWalk's uniform walks).
+    """
+    source: str
+    target: str
+    directed: bool = False
+    weight: str | None = None
+    walks_per_node: int = 10
+    walk_length: int = 40
+    p: float = 1.0
+    q: float = 1.0
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.source, self.target) + ((self.weight,) if self.weight else ())
+
+    @property
+    def biased(self) -> bool:
+        """Whether walks are second-order (node2vec) rather than uniform."""
+        return self.p != 1.0 or self.q != 1.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str
     input: InputConfig
@@ -215,6 +271,13 @@ class Config:
     output: str
     warm_start: WarmStartConfig | None = None
     align_to: str | None = None
+    sequences: SequencesConfig | None = None
+    graph: GraphConfig | None = None
+
+    @property
+    def discrete(self) -> SequencesConfig | GraphConfig | None:
+        """The input shape whose token documents the preprocess stage builds (sequences or a graph)."""
+        return self.sequences or self.graph
 
     @property
     def label_column(self) -> str | None:
@@ -224,6 +287,14 @@ class Config:
     def text_features(self) -> tuple[str, ...]:
         """Names of the `text` features (a skip-gram model has exactly one: its words)."""
         return tuple(name for name, feature in self.features.items() if feature.type == "text")
+
+    @property
+    def token_feature(self) -> str | None:
+        """The feature skip-gram trains on: the one feature of a sequences or graph config (its items or
+        nodes), else the one text feature; None for other model kinds."""
+        if self.model.kind != "skipgram":
+            return None
+        return next(iter(self.features)) if self.discrete else self.text_features[0]
 
     @property
     def embedded_features(self) -> tuple[str, ...]:
@@ -249,11 +320,12 @@ class Config:
         return tuple(seen)
 
     def raw_columns(self) -> tuple[str, ...]:
-        """Every raw column the job reads, in a stable order."""
+        """Every raw input column the job reads, in a stable order (a graph's node feature reads none
+        itself: its documents are walks over the source and target columns)."""
         seen: dict[str, None] = {}
-        for feature in self.features.values():
-            for column in feature.raw_columns:
-                seen.setdefault(column, None)
+        shape = self.discrete.columns if self.discrete else [c for f in self.features.values() for c in f.raw_columns]
+        for column in shape:
+            seen.setdefault(column, None)
         extra = [self.label_column, self.split.column, *self.split.key, *(f.column for f in self.input.filters)]
         extra += [m for e in self.entities for m in e.metadata]
         for column in extra:

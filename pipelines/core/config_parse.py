@@ -14,8 +14,9 @@ from typing import Any, Mapping
 import yaml
 
 from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS,
-                                   OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, TASKS, Config, EntityConfig, FeatureConfig, InputConfig, ModelConfig,
-                                   RowFilter, SideTableConfig, SplitConfig, WarmStartConfig)
+                                   OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, TASKS, Config, EntityConfig, FeatureConfig,
+                                   GraphConfig, InputConfig, ModelConfig, RowFilter, SequencesConfig, SideTableConfig,
+                                   SplitConfig, WarmStartConfig)
 from pipelines.core.dates import check_zone, split_reference
 from pipelines.core.errors import ConfigError
 
@@ -270,7 +271,7 @@ def _parse_feature(name: str, section: _Section) -> FeatureConfig:
     return FeatureConfig(**fields)
 
 
-def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> ModelConfig:
+def _parse_model(section: _Section, features: Mapping[str, FeatureConfig], shape: str | None) -> ModelConfig:
     section.check_keys(tuple(f.name for f in dataclasses.fields(ModelConfig)))
     kind = section.choice("kind", MODEL_KINDS)
     defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
@@ -336,11 +337,17 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig]) -> Mo
     if model.embedding_dim % model.attention_heads:
         raise ConfigError(f"{section.key('attention_heads')}: must divide model.embedding_dim "
                           f"({model.embedding_dim}), got {model.attention_heads}")
-    _check_model_features(section, model, features)
+    _check_model_features(section, model, features, shape)
     return model
 
 
-def _check_model_features(section: _Section, model: ModelConfig, features: Mapping[str, FeatureConfig]) -> None:
+def _check_model_features(section: _Section, model: ModelConfig, features: Mapping[str, FeatureConfig],
+                          shape: str | None) -> None:
+    if shape:
+        if model.kind != "skipgram":
+            raise ConfigError(f"{section.key('kind')}: a {shape} config trains skip-gram over its "
+                              f"{_DOCUMENTS[shape]}; set kind: skipgram (got {model.kind!r})")
+        return
     if model.kind == "supervised":
         if not model.label:
             raise ConfigError(f"{section.key('label')}: required for a supervised model")
@@ -375,7 +382,85 @@ def _check_model_features(section: _Section, model: ModelConfig, features: Mappi
     if model.kind == "skipgram":
         texts = [f for f in features.values() if f.type == "text"]
         if len(texts) != 1:
-            raise ConfigError(f"{section.key('kind')}: skipgram needs exactly one feature of type text")
+            raise ConfigError(f"{section.key('kind')}: skipgram needs exactly one feature of type text, or a "
+                              "sequences or graph section (item or node sequences)")
+
+
+# ---------------------------------------------------------------------------- sequences and graphs
+
+_DOCUMENTS = {"sequences": "sessions (item2vec)", "graph": "random walks (DeepWalk / node2vec)"}
+
+
+def _parse_sequences(section: _Section) -> SequencesConfig:
+    section.check_keys(tuple(f.name for f in dataclasses.fields(SequencesConfig)))
+    sequences = SequencesConfig(
+        group_by=section.get("group_by", str, required=True),
+        order_by=section.get("order_by", str, required=True),
+        item=section.get("item", str, required=True),
+        max_gap=section.get("max_gap", float),
+        min_length=section.positive_int("min_length", 2),
+        max_group_events=section.positive_int("max_group_events", 10_000, minimum=2),
+    )
+    if sequences.max_gap is not None and not (sequences.max_gap > 0 and math.isfinite(sequences.max_gap)):
+        raise ConfigError(f"{section.key('max_gap')}: must be a positive number (omit it for one session per "
+                          f"group), got {sequences.max_gap}")
+    _check_distinct_columns(section, ("group_by", "order_by", "item"), sequences.columns)
+    return sequences
+
+
+def _parse_graph(section: _Section) -> GraphConfig:
+    section.check_keys(tuple(f.name for f in dataclasses.fields(GraphConfig)))
+    graph = GraphConfig(
+        source=section.get("source", str, required=True),
+        target=section.get("target", str, required=True),
+        directed=section.get("directed", bool, False),
+        weight=section.get("weight", str),
+        walks_per_node=section.positive_int("walks_per_node", 10),
+        walk_length=section.positive_int("walk_length", 40, minimum=2),
+        p=section.get("p", float, 1.0),
+        q=section.get("q", float, 1.0),
+    )
+    for name in ("p", "q"):
+        value = getattr(graph, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{section.key(name)}: must be > 0, got {value}")
+    _check_distinct_columns(section, ("source", "target", "weight"), graph.columns)
+    return graph
+
+
+def _check_distinct_columns(section: _Section, names: tuple[str, ...], columns: tuple[str, ...]) -> None:
+    for index, (name, column) in enumerate(zip(names, columns)):
+        if column in columns[:index]:
+            other = names[columns.index(column)]
+            raise ConfigError(f"{section.key(name)}: {column!r} is already {section.key(other)}; name another column")
+
+
+def _check_shape(shape: str, spec: SequencesConfig | GraphConfig, features: Mapping[str, FeatureConfig],
+                 raw_features: _Section, entities: tuple[EntityConfig, ...], split: _Section) -> None:
+    """What a sequences or graph config needs beyond its own section: one vocabulary feature (the items
+    or nodes, read as opaque ids), entities keyed by it, and a split it can apply."""
+    what = "item ids" if shape == "sequences" else "node ids"
+    example = f"{{{spec.item}: {{type: vocabulary}}}}" if shape == "sequences" else "{node: {type: vocabulary}}"
+    feature = next(iter(features.values()))
+    if len(features) != 1 or feature.type != "vocabulary":
+        got = ", ".join(f"{f.name} ({f.type})" for f in features.values())
+        raise ConfigError(f"features: a {shape} config has exactly one feature, a vocabulary of its {what} "
+                          f"(features: {example}); got {got}")
+    if shape == "sequences" and feature.column != spec.item:
+        raise ConfigError(f"sequences.item: {spec.item!r} must be the column of the feature features.{feature.name} "
+                          f"(it reads {feature.column!r}); name the feature after the item column (features: {example})")
+    if shape == "graph":
+        if "column" in raw_features.data[feature.name]:
+            raise ConfigError(f"features.{feature.name}.column: a graph's node feature reads graph.source and "
+                              "graph.target; remove column")
+        for index, entity in enumerate(entities):
+            if entity.metadata:
+                raise ConfigError(f"entities[{index}].metadata: a graph's nodes have no metadata columns (the "
+                                  "input is an edge list: its columns describe edges)")
+        for key in ("key", "column"):
+            if key in split.data:
+                raise ConfigError(f"split.{key}: a graph config holds out whole walks (split.eval_fraction); "
+                                  "to hold edges out, leave them out of the input")
 
 
 def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) -> tuple[EntityConfig, ...]:
@@ -447,28 +532,44 @@ def config_from_dict(data: Any) -> Config:
     """
     root = _Section(data, "")
     root.check_keys(("name", "input", "split", "features", "model", "entities", "output", "warm_start",
-                     "align_to"))
+                     "align_to", "sequences", "graph"))
     name = root.get("name", str, required=True)
+    shapes = {key: root.get(key, dict) for key in ("sequences", "graph")}
+    if None not in shapes.values():
+        raise ConfigError("graph: a config has one input shape; give sequences or graph, not both")
+    sequences = None if shapes["sequences"] is None else _parse_sequences(_Section(shapes["sequences"], "sequences"))
+    graph = None if shapes["graph"] is None else _parse_graph(_Section(shapes["graph"], "graph"))
+    shape = "sequences" if sequences else "graph" if graph else None
     features_section = _Section(root.get("features", dict, required=True), "features")
     if not features_section.data:
         raise ConfigError("features: at least one feature is required")
     _check_feature_names([str(n) for n in features_section.data])
     features = {str(n): _parse_feature(str(n), _Section(spec, f"features.{n}"))
                 for n, spec in features_section.data.items()}
-    model = _parse_model(_Section(root.get("model", dict, required=True), "model"), features)
+    model = _parse_model(_Section(root.get("model", dict, required=True), "model"), features, shape)
     if model.kind == "supervised" and model.label in {c for f in features.values() for c in f.raw_columns}:
         raise ConfigError(f"model.label: column {model.label!r} is also read by a feature")
+    input_config = _parse_input(_Section(root.get("input", dict, required=True), "input"))
+    split_section = _Section(root.get("split", dict, {}), "split")
+    split = _parse_split(split_section)
+    entities = _parse_entities(root.get("entities", list, required=True), features)
+    if shape:
+        _check_shape(shape, sequences or graph, features, features_section, entities, split_section)
+    if sequences and not split.key and not split.column:
+        split = dataclasses.replace(split, key=(sequences.group_by,))  # a group's sessions stay in one split
     return Config(
         name=name,
-        input=_parse_input(_Section(root.get("input", dict, required=True), "input")),
-        split=_parse_split(_Section(root.get("split", dict, {}), "split")),
+        input=input_config,
+        split=split,
         features=features,
         model=model,
-        entities=_parse_entities(root.get("entities", list, required=True), features),
+        entities=entities,
         output=root.get("output", str, f"runs/{name}"),
         warm_start=(_parse_warm_start(_Section(root.get("warm_start", dict), "warm_start"), features)
                     if root.get("warm_start", dict) else None),
         align_to=root.get("align_to", str),
+        sequences=sequences,
+        graph=graph,
     )
 
 

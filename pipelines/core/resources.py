@@ -2,7 +2,7 @@
 
 A table of `rows` x `dim` float32 weights costs 4 x rows x dim bytes, and the optimizer keeps
 slots of the same size (Adam two, Adagrad one, SGD none). A skip-gram model has a second (context)
-table per text feature. With parameter servers the tables are sharded off this machine, so the
+table for its token feature. With parameter servers the tables are sharded off this machine, so the
 check is left to the cluster.
 """
 from __future__ import annotations
@@ -26,8 +26,7 @@ def table_bytes(config: Config, rows: dict[str, int]) -> dict[str, int]:
     features whose row count is in `rows`."""
     copies = 1 + OPTIMIZER_SLOTS[config.model.optimizer]
     tables = 2 if config.model.kind == "skipgram" else 1
-    return {name: 4 * count * config.model.dim_of(name) * copies * (tables if config.features[name].type == "text"
-                                                                     else 1)
+    return {name: 4 * count * config.model.dim_of(name) * copies * (tables if name == config.token_feature else 1)
             for name, count in rows.items()}
 
 

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 
 from pipelines.core import dates
 from pipelines.stages.preprocess.rows import RowTyper
-from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, RawSchema
+from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, TIME, WEIGHT, RawSchema
 
 FLOAT32_MAX = 3.4e38
 
@@ -50,7 +50,9 @@ def type_batch(table: pa.Table, typer: RowTyper, schema: RawSchema, label: str |
             return None
         column = table.column(field.name).combine_chunks()
         kind = schema.types.get(field.name)
-        if field.name == label:
+        if field.name in schema.required:
+            typed = _required(column, kind)
+        elif field.name == label:
             typed = _label(column, kind)
         elif kind == FLOAT:
             typed = _floats(column)
@@ -69,6 +71,26 @@ def type_batch(table: pa.Table, typer: RowTyper, schema: RawSchema, label: str |
             return None
         arrays.append(typed)
     return pa.Table.from_arrays(arrays, schema=typer.arrow_schema), out_of_range
+
+
+def _required(column: pa.Array, kind: str) -> pa.Array | None:
+    """A column no row may miss (sequences and graphs); None when one value is missing or bad."""
+    if kind == STRING:
+        typed = _strings(column)
+        present = column.null_count == 0 and typed is not None and not pc.any(pc.equal(typed, "")).as_py()
+        return typed if present else None
+    if kind == TIME:
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            zone = getattr(column.type, "tz", None)
+            micros = column.cast(pa.timestamp("us", tz=zone)).cast(pa.int64())
+            numbers = pc.divide(micros.cast(pa.float64()), 1e6)
+        else:
+            numbers = _numbers(column)   # ISO 8601 strings are parsed by the per-row path
+        finite = numbers is not None and numbers.null_count == 0 and pc.all(pc.is_finite(numbers)).as_py()
+        return numbers if finite else None
+    numbers = _numbers(column)
+    positive = numbers is not None and numbers.null_count == 0 and pc.all(pc.greater(numbers, 0.0)).as_py()
+    return numbers.cast(pa.float32()) if positive and kind == WEIGHT else None
 
 
 def _metadata(column: pa.Array, arrow_type: pa.DataType) -> pa.Array | None:

@@ -1,5 +1,9 @@
 """Stage 1: raw rows -> invalid rows, train/eval split, tf.Transform, gzipped TFRecords.
 
+A sequences or a graph config puts one step between the typed rows and tf.Transform: the rows
+become token documents (sessions, `sequences`; random walks, `graph`), and tf.Transform reads
+those (`documents`).
+
 Outputs (published into the run directory only when the whole job succeeded):
     transform/   tf.Transform's transform_fn/ (vocabularies in its assets/), transformed_metadata/,
                  and metadata/ (the raw schema, so `TFTransformOutput.raw_feature_spec()` works)
@@ -32,10 +36,13 @@ from pipelines.core.errors import InvalidInputError
 from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess import columnar
 from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatchSink, TFRecordBatchSource
+from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
 from pipelines.stages.preprocess.filters import apply_filters
+from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
+from pipelines.stages.preprocess.sequences import SEQUENCE_COUNTERS, BuildSequences
 from pipelines.stages.preprocess.statistics import ComputeFeatureStatistics
 from transforms.preprocessing import build_preprocessing_fn
 
@@ -48,9 +55,17 @@ FILTERED_NAMESPACE = f"{COUNTER_NAMESPACE}.filtered"
 _TF_DTYPES = {FLOAT: tf.float32, INT: tf.int64}
 
 
-def raw_feature_spec(schema: RawSchema) -> dict[str, tf.io.FixedLenFeature]:
-    """The raw tf.Transform inputs: one scalar per column (missing values already defaulted)."""
+def raw_feature_spec(config: Config, schema: RawSchema) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
+    """The raw tf.Transform inputs: one scalar per column (missing values already defaulted), or for
+    sequences and graphs the token documents (one list of ids per document)."""
+    if config.discrete:
+        return {document_column(config): tf.io.VarLenFeature(tf.string)}
     return {c: tf.io.FixedLenFeature([], _TF_DTYPES.get(t, tf.string)) for c, t in schema.types.items()}
+
+
+def counter_names(config: Config) -> tuple[str, ...]:
+    """The counters the manifest records for this config (zero when they never fired)."""
+    return COUNTERS + (SEQUENCE_COUNTERS if config.sequences else GRAPH_COUNTERS if config.graph else ())
 
 
 class UnreadableRowGroup(NamedTuple):
@@ -94,9 +109,8 @@ class ReadRawRows(beam.PTransform):
         if fmt == "tfrecord":
             return pipeline | "ReadExampleBatches" >> beam.io.Read(TFRecordBatchSource(pattern))
         if fmt == "parquet":
-            split = self._config.split
             # Hashing the whole record for the split needs every column; otherwise read only those used.
-            columns = list(self._config.raw_columns()) if split.key or split.column else None
+            columns = None if Splitter(self._config).reads_records else list(self._config.raw_columns())
             return (pipeline
                     | "ListParquetFiles" >> beam.Create(list(self._schema.files))
                     | "SpreadParquetFiles" >> beam.Reshuffle()
@@ -155,9 +169,9 @@ class DecodeRows(beam.DoFn):
             yield from self._rows(source, records if records is not None else raw.to_pylist())
             return
         table, out_of_range = typed
-        if records is None and not self._config.split.key and not self._config.split.column:
+        if records is None and self._splitter.reads_records:
             records = raw.to_pylist()  # the whole record is the split key
-        is_eval = self._splitter.eval_mask(raw.select(self._splitter.columns).to_pydict(), records)
+        is_eval = self._splitter.eval_mask(raw.select(self._splitter.columns).to_pydict(), records, raw.num_rows)
         mask = pa.array(is_eval, pa.bool_())
         yield from self._emit(table.filter(pc.invert(mask)), table.filter(mask), 0, out_of_range)
 
@@ -223,20 +237,13 @@ class DecodeAndSplitRows(beam.PTransform):
 
 
 def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig) -> pa.RecordBatch:
-    """Plain typed columns -> the list columns tf.Transform's tensor adapter expects (one value per row)."""
+    """Typed columns -> the list columns tf.Transform's tensor adapter expects: one value per row, or
+    a document's ids as they are."""
     offsets = pa.array(range(batch.num_rows + 1), type=pa.int64())
-    arrays = [pa.LargeListArray.from_arrays(offsets, batch.column(field.name).cast(field.type.value_type))
+    arrays = [batch.column(field.name).cast(field.type) if pa.types.is_list(batch.schema.field(field.name).type)
+              else pa.LargeListArray.from_arrays(offsets, batch.column(field.name).cast(field.type.value_type))
               for field in adapter.arrow_schema]
     return pa.RecordBatch.from_arrays(arrays, schema=adapter.arrow_schema)
-
-
-class TransformInputs(NamedTuple):
-    """Record batches for AnalyzeAndTransform. `analyze` and `train` are the same rows from two
-    reads of the input: batches waiting for the transform_fn side input would otherwise be held by
-    the runner in full (in memory on the in-process runner), so memory would grow with the data."""
-    analyze: beam.PCollection
-    train: beam.PCollection
-    eval: beam.PCollection
 
 
 class TransformOutputs(NamedTuple):
@@ -252,7 +259,7 @@ class AnalyzeAndTransform(beam.PTransform):
     def __init__(self, config: Config, schema: RawSchema):
         super().__init__()
         self._config = config
-        spec = raw_feature_spec(schema)
+        spec = raw_feature_spec(config, schema)
         self._adapter = tfxio.TFExampleBeamRecord(
             physical_format="arrow", telemetry_descriptors=["embedpipe"],
             schema=schema_utils.schema_from_feature_spec(spec)).TensorAdapterConfig()
@@ -307,17 +314,25 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, s
     with tft_beam.Context(temp_dir=temp_dir):
         records = pipeline | "ReadRawRows" >> ReadRawRows(config, schema)
         rows = records | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema)
-        # The transform pass reads and decodes the input again (see TransformInputs).
-        reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
-                  | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
-        examples = (TransformInputs(rows.train, reread.train, reread.eval)
-                    | "AnalyzeAndTransform" >> AnalyzeAndTransform(config, schema))
+        if config.sequences:
+            inputs = SplitRows(rows.train, rows.eval) | "BuildSequences" >> BuildSequences(config)
+        elif config.graph:
+            graph = rows.train | "BuildGraph" >> BuildGraph(config.graph)
+            inputs = graph | "WalkGraph" >> WalkGraph(config)
+            _ = graph | "WriteNodeTables" >> WriteNodeTables(config, schema, staged)
+        else:
+            # The transform pass reads and decodes the input again (see TransformInputs).
+            reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
+                      | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
+            inputs = TransformInputs(rows.train, reread.train, reread.eval)
+        examples = inputs | "AnalyzeAndTransform" >> AnalyzeAndTransform(config, schema)
         _ = examples.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.transform_dir)
         _ = examples.train | "WriteTrainExamples" >> WriteExamples(staged.join("data", "train"))
         _ = examples.eval | "WriteEvalExamples" >> WriteExamples(staged.join("data", "eval"))
         _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
-        _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
-        _ = rows.train | "ComputeFeatureStatistics" >> ComputeFeatureStatistics(config, staged.statistics_path)
+        if not config.graph:  # a graph's node tables and walks come from the graph, not the rows
+            _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
+            _ = rows.train | "ComputeFeatureStatistics" >> ComputeFeatureStatistics(config, staged.statistics_path)
 
 
 def invalid_reasons(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -328,7 +343,8 @@ def invalid_reasons(result: beam.runners.runner.PipelineResult) -> dict[str, int
 
 def check_invalid_fraction(counts: dict[str, int], reasons: dict[str, int], max_fraction: float,
                            invalid_dir: str) -> None:
-    """Raises InvalidInputError when the input is empty or has too many invalid rows."""
+    """Raises InvalidInputError when the input is empty, has too many invalid rows, or (sequences and
+    graphs) gives no training document."""
     read, invalid = counts["rows_read"], counts["rows_invalid"]
     top = "; ".join(f"{count} x {kind}" for kind, count in list(reasons.items())[:3])
     if read == 0:
@@ -339,6 +355,10 @@ def check_invalid_fraction(counts: dict[str, int], reasons: dict[str, int], max_
         raise InvalidInputError(
             f"{invalid} of {read} rows invalid ({invalid / read:.2%}), above input.max_invalid_fraction "
             f"{max_fraction:.2%}: {top}; see {invalid_dir}")
+    if counts.get("documents_train", 1) == 0:
+        short = counts.get("sessions_too_short")
+        why = f"all {short} sessions are shorter than sequences.min_length" if short else "no training walk or session"
+        raise InvalidInputError(f"no training document among {counts['rows_valid']} valid rows: {why}")
 
 
 def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: PipelineOptions) -> dict[str, Any]:
@@ -360,13 +380,13 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
         staged = RunDir(run.clear_staging("preprocess"))
         temp_dir = options.view_as(GoogleCloudOptions).temp_location or staged.join("tmp")
         metadata_io.write_metadata(dataset_metadata.DatasetMetadata(
-            schema_utils.schema_from_feature_spec(raw_feature_spec(schema))), staged.raw_metadata_dir)
+            schema_utils.schema_from_feature_spec(raw_feature_spec(config, schema))), staged.raw_metadata_dir)
         info["runner"] = runner_name(options)
         info["input_files"] = len(schema.files)
         pipeline = make_pipeline(options)
         build_pipeline(pipeline, config, schema, staged, temp_dir)
         result = run_pipeline(pipeline)
-        info["counts"] = counts = read_counters(result, COUNTERS)
+        info["counts"] = counts = read_counters(result, counter_names(config))
         info["invalid_reasons"] = reasons = invalid_reasons(result)
         if config.input.filters:
             info["filtered"] = read_counters(result, tuple(f.describe() for f in config.input.filters),

@@ -5,12 +5,15 @@ defaults: categorical strings -> "" (the OOV bucket of a vocabulary, the hash bu
 hashes), identity ids -> -1 (the default bucket), numbers -> NaN (imputed with the training mean
 by the transform). A missing or non-finite label makes the row invalid, and so does a nested
 value (a JSON object or list) where a column holds one value. Booleans are the categories
-"true" and "false", as JSON writes them.
+"true" and "false", as JSON writes them. Sequences and graphs have no defaults: a row without its
+group, order, item, node id or weight is invalid, and so is an order that is neither a number nor
+an ISO 8601 date-time (UTC unless it says otherwise) or a weight that is not a positive number.
 """
 from __future__ import annotations
 
 import base64
 import csv
+import datetime
 import hashlib
 import json
 import math
@@ -21,7 +24,7 @@ import pyarrow as pa
 from pipelines.core.config import Config
 from pipelines.core.dates import is_timestamp
 from pipelines.stages.preprocess.batched_io import CorruptRecord
-from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, RawSchema
+from pipelines.stages.preprocess.schema import FLOAT, INT, STRING, TIME, WEIGHT, RawSchema
 
 EVAL_FLAGS = frozenset({"1", "true", "t", "yes", "y", "eval"})
 _HASH_SCALE = float(2 ** 64)
@@ -126,6 +129,7 @@ class RowTyper:
         self._types = schema.types
         self._numeric = schema.numeric
         self._timestamps = schema.timestamps
+        self._required = schema.required
         self._label = config.label_column
         self._identity_ranges = {f.column: f.num_buckets for f in config.features.values() if f.type == "identity"}
 
@@ -147,7 +151,9 @@ class RowTyper:
                 shape = "an object" if isinstance(value, dict) else "a list"
                 raise InvalidRow(f"column {column!r}: {shape} where one value is expected",
                                  f"column {column!r}: nested value")
-            if column == self._label:
+            if column in self._required:
+                value = _required(self._required[column], column, value, kind)
+            elif column == self._label:
                 value = self._label_value(column, value, kind)
             elif kind == FLOAT:
                 value = _number(column, value)
@@ -177,6 +183,47 @@ class RowTyper:
         if math.isnan(number):
             raise InvalidRow(f"label {column!r} is NaN")
         return number
+
+
+def _required(key: str, column: str, value: Any, kind: str) -> Any:
+    """A value a sequences or graph row cannot do without; `key` names the config key in reasons."""
+    if value is None or value == "" or value == b"" or (isinstance(value, float) and math.isnan(value)):
+        raise InvalidRow(f"{key}: column {column!r} is missing", f"{key}: missing value")
+    if kind == TIME:
+        return _time(key, value)
+    if kind == WEIGHT:
+        try:
+            weight = _number(column, value)
+        except InvalidRow:
+            weight = math.nan   # not a number, or beyond float32: said as the weight's own reason
+        if not weight > 0:
+            raise InvalidRow(f"{key}: {str(value)[:50]!r} is not a positive number", f"{key}: not a positive number")
+        return weight
+    return _string(column, value)
+
+
+def _time(key: str, value: Any) -> float:
+    """Seconds since the epoch of a number (taken as seconds) or an ISO 8601 date-time (UTC when it
+    has no offset)."""
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        moment = value if isinstance(value, datetime.datetime) else datetime.datetime.combine(value, datetime.time())
+    else:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                moment = datetime.datetime.fromisoformat(text.strip())
+            except ValueError:
+                raise InvalidRow(f"{key}: {text[:50]!r} is neither a number nor an ISO 8601 date-time",
+                                 f"{key}: not a number or date-time") from None
+        else:
+            if not math.isfinite(number):
+                raise InvalidRow(f"{key}: {text[:50]!r} is not a finite number", f"{key}: not a number or date-time")
+            return number
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 def _string(column: str, value: Any) -> str:
@@ -239,6 +286,7 @@ class Splitter:
     """Deterministic train/eval decision: the same row lands in the same split on every runner."""
 
     def __init__(self, config: Config):
+        self._never = config.graph is not None   # a graph holds out walks, not edges
         self._column = config.split.column
         self._key = config.split.key
         self._threshold = config.split.eval_fraction * _HASH_SCALE
@@ -248,8 +296,16 @@ class Splitter:
         """Raw columns the decision reads (none when the whole record is hashed)."""
         return [self._column] if self._column else list(self._key)
 
-    def eval_mask(self, columns: Mapping[str, list], records: list[Any] | None) -> list[bool]:
-        """`is_eval` of a batch given as raw column lists (and the raw records, when hashed whole)."""
+    @property
+    def reads_records(self) -> bool:
+        """Whether the decision hashes whole raw records."""
+        return not (self._never or self._column or self._key)
+
+    def eval_mask(self, columns: Mapping[str, list], records: list[Any] | None, rows: int) -> list[bool]:
+        """`is_eval` of a batch of `rows` rows given as raw column lists (and the raw records, when
+        `reads_records`)."""
+        if self._never:
+            return [False] * rows
         if self._column:
             return [_is_flag(value) for value in columns[self._column]]
         if self._key:
@@ -259,6 +315,8 @@ class Splitter:
         return [self._hashed_below(text) for text in texts]
 
     def is_eval(self, row: Mapping[str, Any], record: Any) -> bool:
+        if self._never:
+            return False
         if self._column:
             return _is_flag(row.get(self._column, ""))
         text = "\x1f".join(str(row.get(k, "")) for k in self._key) if self._key else record_text(record)

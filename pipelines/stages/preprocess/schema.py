@@ -17,7 +17,9 @@ from pipelines.core.errors import ConfigError
 from pipelines.core.vectors import metadata_type
 
 STRING, FLOAT, INT = "string", "float", "int"
-ARROW_TYPES = {STRING: pa.string(), FLOAT: pa.float32(), INT: pa.int64()}
+# An event's order (Unix seconds, float64: float32 would round them to minutes) and an edge's weight.
+TIME, WEIGHT = "time", "weight"
+ARROW_TYPES = {STRING: pa.string(), FLOAT: pa.float32(), INT: pa.int64(), TIME: pa.float64(), WEIGHT: pa.float32()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +29,16 @@ class RawSchema:
     Attributes:
         files: input files matched by `input.path`.
         headers: CSV file -> its column names in file order (files may order columns differently).
-        types: column -> STRING | FLOAT | INT, for columns fed to tf.Transform.
+        types: column -> STRING | FLOAT | INT | TIME | WEIGHT, for the columns rows are typed into:
+            tf.Transform's inputs, or the columns a sequences or graph config builds its documents from.
         numeric: columns that must parse as numbers (a superset of FLOAT columns: a column
             read both as a number and as a category is fed as a string but still checked).
         metadata_types: entity metadata column -> Arrow type in the published Parquet.
         quoted_newlines: a sampled CSV record spans lines (a quoted field holds a newline); such
             files are then read unsplit, so no split boundary can fall inside a record.
         timestamps: columns features read date parts of; their values must be timestamps.
+        required: column -> the config key naming it, for columns without which a row is invalid
+            (a group, an order, an item, a node id, a weight).
     """
     files: tuple[str, ...]
     headers: Mapping[str, tuple[str, ...]]
@@ -42,6 +47,7 @@ class RawSchema:
     metadata_types: Mapping[str, pa.DataType]
     quoted_newlines: bool = False
     timestamps: frozenset[str] = frozenset()
+    required: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def header_of(self, path: str) -> tuple[str, ...]:
         """The CSV header of an input file."""
@@ -54,8 +60,25 @@ class RawSchema:
         return self.metadata_types.get(column, pa.string())
 
 
+def required_columns(config: Config) -> dict[str, str]:
+    """Column -> config key, for the columns a sequences or graph config cannot do without."""
+    shape = config.sequences or config.graph
+    if shape is None:
+        return {}
+    section = "sequences" if config.sequences else "graph"
+    names = ("group_by", "order_by", "item") if config.sequences else ("source", "target", "weight")
+    return {column: f"{section}.{name}" for name, column in zip(names, shape.columns)}
+
+
 def transform_column_types(config: Config) -> dict[str, str]:
-    """Column -> raw type of every column tf.Transform reads (features and label)."""
+    """Column -> raw type of every column rows are typed into: tf.Transform's inputs (features and
+    label), or for sequences and graphs the columns their documents are built from."""
+    if config.sequences:
+        sequences = config.sequences
+        return {sequences.group_by: STRING, sequences.order_by: TIME, sequences.item: STRING}
+    if config.graph:
+        graph = config.graph
+        return {graph.source: STRING, graph.target: STRING, **({graph.weight: WEIGHT} if graph.weight else {})}
     uses: dict[str, set[str]] = {}
     for feature in config.features.values():
         kind = {"numeric": FLOAT, "identity": INT}.get(feature.type, STRING)
@@ -102,16 +125,23 @@ def inspect_input(config: Config) -> RawSchema:
     return RawSchema(
         files=tuple(files), headers=headers, types=types, numeric=numeric,
         metadata_types=metadata, quoted_newlines=quoted_newlines,
-        timestamps=frozenset(c for f in config.features.values() for c in f.timestamp_columns))
+        timestamps=frozenset(c for f in config.features.values() for c in f.timestamp_columns),
+        required=required_columns(config))
 
 
 def _check_scalar_columns(config: Config, arrow_schema: pa.Schema, path: str) -> None:
-    for feature in config.features.values():
-        for column in feature.raw_columns:
-            kind = arrow_schema.field(column).type
-            if pa.types.is_nested(kind):
-                raise ConfigError(f"features.{feature.name}: column {column!r} of {path} is {kind}; a feature "
-                                  "reads one value per row")
+    for key, column in _feature_columns(config):
+        kind = arrow_schema.field(column).type
+        if pa.types.is_nested(kind):
+            raise ConfigError(f"{key}: column {column!r} of {path} is {kind}; one value per row is expected")
+
+
+def _feature_columns(config: Config) -> list[tuple[str, str]]:
+    """(config key, column) of every column the features, or the sequences or graph section, read."""
+    if config.discrete:
+        return [(key, column) for column, key in required_columns(config).items()]
+    return [(f"features.{f.name}.{'columns' if f.type == 'cross' else 'column'}", column)
+            for f in config.features.values() for column in f.raw_columns]
 
 
 def _check_columns(config: Config, available: set[str], path: str) -> None:
@@ -121,10 +151,9 @@ def _check_columns(config: Config, available: set[str], path: str) -> None:
         close = difflib.get_close_matches(column, sorted(available), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return ConfigError(f"{key}: column {column!r} is not in {path}{hint} (columns: {shown})")
-    for feature in config.features.values():
-        for column in feature.raw_columns:
-            if column not in available:
-                raise missing(f"features.{feature.name}.{'columns' if feature.type == 'cross' else 'column'}", column)
+    for key, column in _feature_columns(config):
+        if column not in available:
+            raise missing(key, column)
     named = [("model.label", config.label_column), ("split.column", config.split.column)]
     named += [("split.key", k) for k in config.split.key]
     named += [(f"entities[{i}].metadata", m) for i, e in enumerate(config.entities) for m in e.metadata]

@@ -1,0 +1,228 @@
+"""Graph embeddings: embedpipe's walks + skip-gram beside a plain-Python DeepWalk on gensim, same run.
+
+A planted-partition graph (`pipelines.tools.datasets.planted_partition`: equal communities, denser
+inside than between) with 10% of its edges held out. Both methods walk the other 90% (uniform
+DeepWalk walks, the same number and length) and train skip-gram with the same settings (dim,
+window, negatives, no subsampling, epochs; gensim with 2 worker threads). Quality, from each
+method's vectors (embedpipe's from the published Parquet): k-means purity against the planted
+communities (k = the number of communities), and link-prediction AUC of the held-out edges
+against as many node pairs drawn at random (cosine scores).
+
+Walk generation: embedpipe's Beam walk transform (read the CSV, type the rows, build the graph,
+walk; nothing else) on the in-process runner, beside two single-process references in the same
+run: the plain-Python walker of the DeepWalk baseline, and the same NumPy walk kernel embedpipe
+uses, called directly on the graph. Memory: the whole preprocess stage (walks through tf.Transform
+to TFRecords) on graphs of the same nodes and walks with more and more edges, each in its own
+process; peak RSS from the kernel's accounting of the finished process (`wait4`).
+
+    python benchmarks/graph.py [--nodes 100000] [--memory-degrees 5,20,40] [--out benchmarks/out/graph]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.report import print_ratio_table  # noqa: E402
+from benchmarks.scale import embedpipe, measured, stage_facts  # noqa: E402
+
+COMMUNITY_SIZE = 1000
+HELD_OUT = 0.1
+
+
+def settings(data: pathlib.Path) -> dict:
+    """examples/graph.yaml on `data`, with walks short enough for a benchmark on two cores (one epoch,
+    and the batch of a corpus of millions of tokens)."""
+    config = yaml.safe_load((ROOT / "examples" / "graph.yaml").read_text())
+    config["input"]["path"] = str(data)
+    config["graph"].update({"walks_per_node": 10, "walk_length": 20})
+    config["model"].update({"epochs": 1, "batch_size": 16384, "learning_rate": 0.01})
+    return config
+
+
+def python_walks(edges: pd.DataFrame, walks_per_node: int, length: int, seed: int = 0) -> list[list[str]]:
+    """DeepWalk's walks as its reference code takes them: adjacency lists, random.choice per step."""
+    neighbours: dict[str, list[str]] = {}
+    for source, target in zip(edges.source, edges.target):
+        neighbours.setdefault(source, []).append(target)
+        neighbours.setdefault(target, []).append(source)
+    chooser = random.Random(seed)
+    nodes = list(neighbours)
+    walks = []
+    for _ in range(walks_per_node):
+        chooser.shuffle(nodes)
+        for node in nodes:
+            walk = [node]
+            while len(walk) < length:
+                walk.append(chooser.choice(neighbours[walk[-1]]))
+            walks.append(walk)
+    return walks
+
+
+def gensim_vectors(walks: list[list[str]], model: dict) -> tuple[list[str], np.ndarray, float, int]:
+    from gensim.models import Word2Vec
+    net = Word2Vec(vector_size=model["embedding_dim"], window=model["window"], negative=model["negatives"],
+                   sample=0, min_count=1, sg=1, workers=2, seed=1)
+    net.build_vocab(walks)
+    started = time.perf_counter()
+    net.train(walks, total_examples=len(walks), epochs=model["epochs"])
+    words = sum(len(walk) for walk in walks) * model["epochs"]
+    return list(net.wv.index_to_key), net.wv.vectors, time.perf_counter() - started, words
+
+
+def quality(keys: list[str], vectors: np.ndarray, communities: pd.Series, held_out: pd.DataFrame,
+            seed: int = 0) -> dict[str, float]:
+    """k-means purity (k = communities) and held-out link-prediction AUC of unit vectors."""
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.metrics import roc_auc_score
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    clusters = MiniBatchKMeans(communities.nunique(), n_init=3, random_state=seed, batch_size=4096).fit_predict(unit)
+    table = pd.crosstab(clusters, communities.loc[keys].to_numpy())
+    row = {key: i for i, key in enumerate(keys)}
+    rng = np.random.default_rng(seed)
+    known = held_out[held_out.source.isin(row) & held_out.target.isin(row)]
+    positives = np.einsum("ij,ij->i", unit[known.source.map(row)], unit[known.target.map(row)])
+    pairs = rng.integers(0, len(keys), (len(known), 2))
+    negatives = np.einsum("ij,ij->i", unit[pairs[:, 0]], unit[pairs[:, 1]])
+    labels = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    return {"purity": float(table.max(axis=1).sum() / len(keys)),
+            "auc": float(roc_auc_score(labels, np.concatenate([positives, negatives])))}
+
+
+def beam_walk_seconds(config: dict) -> tuple[float, int]:
+    """Seconds of embedpipe's walk generation alone (its Beam transforms: read, type, graph, one pass of
+    walks; in-process runner) and the walks it made."""
+    import apache_beam as beam
+    from pipelines.core.beam_runner import make_pipeline, pipeline_options, read_counters, run_pipeline
+    from pipelines.core.config_parse import config_from_dict
+    from pipelines.stages.preprocess.graph import BuildGraph, WalkFromEveryNode
+    from pipelines.stages.preprocess.pipeline import DecodeAndSplitRows, ReadRawRows
+    from pipelines.stages.preprocess.schema import inspect_input
+    parsed = config_from_dict(config)
+    schema = inspect_input(parsed)
+    started = time.perf_counter()
+    pipeline = make_pipeline(pipeline_options([]))
+    rows = pipeline | ReadRawRows(parsed, schema) | DecodeAndSplitRows(parsed, schema)
+    walks = rows.train | BuildGraph(parsed.graph) | WalkFromEveryNode(parsed, count=True)
+    _ = (walks.train, walks.eval) | beam.Flatten() | beam.Map(lambda batch: batch.num_rows)
+    counts = read_counters(run_pipeline(pipeline))
+    return time.perf_counter() - started, counts["documents_train"] + counts["documents_eval"]
+
+
+def numpy_walk_seconds(edges: pd.DataFrame, config: dict) -> tuple[float, int]:
+    """Seconds of the NumPy walk kernel called directly on the graph (one process, no Beam)."""
+    import pyarrow as pa
+    from pipelines.stages.preprocess.walks import build_graph, merge_edges, random_walks, walk_documents
+    table = pa.table({"source": pa.array(edges.source, pa.string()), "target": pa.array(edges.target, pa.string()),
+                      "weight": np.ones(len(edges)), "rows": np.ones(len(edges), np.int64)})
+    graph = build_graph(merge_edges([table]), directed=False, weighted=False)
+    walk = config["graph"]
+    started = time.perf_counter()
+    starts = np.tile(np.arange(graph.nodes), walk["walks_per_node"])
+    walks = random_walks(graph, starts, walk["walk_length"], 1.0, 1.0, np.random.default_rng(0))
+    walk_documents(graph, walks)
+    return time.perf_counter() - started, len(starts)
+
+
+def memory_runs(nodes: int, communities: int, degrees: list[float], out: pathlib.Path) -> list[tuple]:
+    """(edges, walks, nodes walked, preprocess seconds, peak RSS MiB) of the preprocess stage on graphs of
+    `nodes` nodes with these average degrees, each in its own process.
+
+    Run before this process grows: a child's peak RSS counts the pages it shared with its parent
+    when it was forked (Linux keeps the high-water mark across exec).
+    """
+    from pipelines.tools.datasets import planted_partition
+    memory = []
+    for degree in degrees:
+        grown, _ = planted_partition(nodes, communities, degree_in=degree * 0.8, degree_out=degree * 0.2)
+        path = out / f"edges-{degree:g}.csv"
+        grown.to_csv(path, index=False)
+        config_path = out / f"graph-{degree:g}.yaml"
+        config_path.write_text(yaml.safe_dump(settings(path)))
+        del grown
+        _, rss = measured(embedpipe("preprocess", str(config_path), "--output", str(out / "memory"),
+                                    "--run-id", f"d{degree:g}", "--overwrite"), out / f"preprocess-{degree:g}.log")
+        facts = stage_facts(out / "memory" / f"d{degree:g}", "preprocess")
+        counts = facts["counts"]
+        memory.append((counts["rows_valid"], counts["documents_train"] + counts["documents_eval"],
+                       counts["walk_tokens"], facts["seconds"], rss))
+        path.unlink()
+    return memory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=100_000)
+    parser.add_argument("--memory-degrees", default="5,20,40", help="average degrees of the memory runs")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "graph")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipelines import cli
+    from pipelines.tools.datasets import planted_partition
+    args.out.mkdir(parents=True, exist_ok=True)
+    communities_count = max(2, args.nodes // COMMUNITY_SIZE)
+    memory = memory_runs(args.nodes, communities_count, [float(d) for d in args.memory_degrees.split(",")], args.out)
+    edges, communities = planted_partition(args.nodes, communities_count, degree_in=8.0, degree_out=2.0)
+    cut = int(len(edges) * (1 - HELD_OUT))
+    train, held_out = edges.iloc[:cut], edges.iloc[cut:]   # the edges come shuffled
+    data = args.out / "edges.csv"
+    train.to_csv(data, index=False)
+    config = settings(data)
+    walk, model = config["graph"], config["model"]
+
+    run_id = time.strftime("%Y%m%dT%H%M%S")
+    (args.out / "graph.yaml").write_text(yaml.safe_dump(config))
+    if cli.main(["run", str(args.out / "graph.yaml"), "--output", str(args.out / "runs"), "--run-id", run_id]) != 0:
+        raise SystemExit("embedpipe run failed")
+    run = args.out / "runs" / run_id
+    metrics = json.loads((run / "metrics.json").read_text())
+    vectors = pd.read_parquet(run / "embeddings" / "node")
+    rows = {"embedpipe DeepWalk (walks + skip-gram)": {
+        **quality(vectors.key.tolist(), np.stack(vectors.embedding.to_numpy()), communities, held_out),
+        "seconds": metrics["fit_seconds"], "words_per_second": metrics["words_per_second"]}}
+
+    started = time.perf_counter()
+    walks = python_walks(train, walk["walks_per_node"], walk["walk_length"])
+    python_seconds = time.perf_counter() - started
+    keys, gensim, seconds, words = gensim_vectors(walks, model)
+    rows["plain-Python walks + gensim Word2Vec (2 workers)"] = {
+        **quality(keys, gensim, communities, held_out), "seconds": seconds, "words_per_second": words / seconds}
+    del walks
+
+    print(f"\nGraph communities: planted partition of {len(communities):,} nodes in {communities_count} communities, "
+          f"{len(train):,} edges walked, {len(held_out):,} held out ({walk['walks_per_node']} walks of "
+          f"{walk['walk_length']} per node; dim {model['embedding_dim']}, window {model['window']}, "
+          f"{model['negatives']} negatives, {model['epochs']} epoch)")
+    print("| method | k-means purity | held-out link AUC | train seconds | words/s |\n| --- | --- | --- | --- | --- |")
+    for name, row in rows.items():
+        print(f"| {name} | {row['purity']:.3f} | {row['auc']:.3f} | {row['seconds']:.1f} | {row['words_per_second']:,.0f} |")
+
+    numpy_seconds, count = numpy_walk_seconds(train, config)
+    beam_seconds, beam_count = beam_walk_seconds(config)
+    assert beam_count == count, (beam_count, count)
+    preprocess = stage_facts(run, "preprocess")["seconds"]
+    print_ratio_table(f"Graph walk generation: {count:,} walks of {walk['walk_length']} nodes "
+                      f"({len(train):,} edges, in-process runner)", "walker", "walks", count,
+                      [("plain-Python walker (1 process)", python_seconds), ("NumPy walk kernel (1 process)", numpy_seconds),
+                       ("embedpipe Beam walks (read, type, graph, walk)", beam_seconds),
+                       ("embedpipe preprocess stage (walks twice, tf.Transform, TFRecords)", preprocess)])
+
+    print(f"\nGraph preprocess peak memory as edges grow ({len(communities):,} nodes, the same walks; each in its own process)")
+    print("| edges | nodes walked | preprocess seconds | walks/s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
+    for size, walks, tokens, seconds, rss in memory:
+        print(f"| {size:,} | {tokens:,} | {seconds:.1f} | {walks / seconds:,.0f} | {rss:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

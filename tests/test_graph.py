@@ -1,0 +1,213 @@
+"""Edge lists -> random walks: walk lengths, only existing edges, every node, seeds, weights and node2vec's
+bias (NumPy), the Beam job with its counts, then `embedpipe run` on planted communities."""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from pipelines.core.beam_runner import read_counters
+from pipelines.core.config_parse import config_from_dict
+from pipelines.core.errors import ConfigError
+from pipelines.core.rundir import RunDir
+from pipelines.stages.preprocess.graph import CHUNK_NODES, BuildGraph, WalkGraph, WriteNodeTables
+from pipelines.stages.preprocess.schema import RawSchema, required_columns, transform_column_types
+from pipelines.stages.preprocess.walks import Graph, build_graph, merge_edges, random_walks, walk_documents
+from pipelines.tools.datasets import planted_partition
+from tests.conftest import ROOT, run_cli
+
+# a 4-cycle 0-1-2-3 with the chord 0-2, and node 4 hanging off 3
+EDGES = [("0", "1"), ("1", "2"), ("2", "3"), ("3", "0"), ("0", "2"), ("3", "4")]
+
+
+def graph_of(edges: list[tuple[str, str]], directed: bool = False, weights: list[float] | None = None) -> Graph:
+    if not directed:
+        edges = [tuple(sorted(edge)) for edge in edges]
+    table = pa.table({"source": [s for s, _ in edges], "target": [t for _, t in edges],
+                      "weight": weights or [1.0] * len(edges), "rows": [1] * len(edges)})
+    return build_graph(merge_edges([table]), directed, weights is not None)
+
+
+def neighbour_sets(graph: Graph) -> list[set[int]]:
+    return [set(graph.neighbours[graph.offsets[i]:graph.offsets[i + 1]].tolist()) for i in range(graph.nodes)]
+
+
+def test_csr_holds_each_edge_both_ways_once():
+    graph = graph_of(EDGES + [("1", "0")])   # a duplicate, spelled the other way round
+    assert graph.names.to_pylist() == ["0", "1", "2", "3", "4"]
+    assert neighbour_sets(graph) == [{1, 2, 3}, {0, 2}, {0, 1, 3}, {0, 2, 4}, {3}]
+    assert graph.edges == 6 and graph.duplicates == 1
+    directed = graph_of(EDGES, directed=True)
+    assert neighbour_sets(directed) == [{1, 2}, {2}, {3}, {0, 4}, set()]
+
+
+def test_walks_have_their_length_follow_edges_and_repeat_with_the_seed():
+    graph = graph_of(EDGES)
+    edges = {(a, b) for a, near in enumerate(neighbour_sets(graph)) for b in near}
+    for p, q in ((1.0, 1.0), (0.5, 2.0)):
+        walks = random_walks(graph, np.repeat(np.arange(5), 20), 12, p, q, np.random.default_rng(7))
+        assert walks.shape == (100, 12) and (walks >= 0).all()
+        assert all((a, b) in edges for walk in walks for a, b in zip(walk, walk[1:]))
+        assert set(walks[:, 0]) == set(range(5))
+        again = random_walks(graph, np.repeat(np.arange(5), 20), 12, p, q, np.random.default_rng(7))
+        np.testing.assert_array_equal(walks, again)
+
+
+def test_directed_walks_end_at_nodes_without_out_edges():
+    graph = graph_of(EDGES, directed=True)
+    walks = random_walks(graph, np.array([4, 3, 3, 3]), 6, 1.0, 1.0, np.random.default_rng(0))
+    assert walks[0].tolist() == [4, -1, -1, -1, -1, -1]
+    tokens, lengths = walk_documents(graph, walks)
+    assert lengths[0] == 1 and tokens.to_pylist()[0] == "4" and sum(lengths) == len(tokens)
+
+
+def test_weighted_steps_follow_the_weights():
+    graph = graph_of([("a", "b"), ("a", "c"), ("a", "d")], weights=[1.0, 2.0, 7.0])
+    steps = random_walks(graph, np.zeros(20000, np.int64), 2, 1.0, 1.0, np.random.default_rng(1))[:, 1]
+    shares = np.bincount(steps, minlength=4)[1:] / len(steps)
+    np.testing.assert_allclose(shares, [0.1, 0.2, 0.7], atol=0.01)
+
+
+def test_node2vec_bias_matches_its_transition_probabilities():
+    # From t=0 to v=1, then the next step from v: back to t (1/p), to 2 (a neighbour of t: 1), or to
+    # 5 (not a neighbour of t: 1/q). Normalised, those are node2vec's transition probabilities.
+    graph = graph_of([("0", "1"), ("1", "2"), ("0", "2"), ("1", "5")])
+    for p, q in ((0.25, 1.0), (1.0, 4.0), (2.0, 0.5)):
+        starts = np.zeros(30000, np.int64)
+        walks = random_walks(graph, starts, 3, p, q, np.random.default_rng(3))
+        third = walks[walks[:, 1] == 1, 2]
+        observed = np.array([np.mean(third == 0), np.mean(third == 2), np.mean(third == 3)])   # node "5" is index 3
+        expected = np.array([1 / p, 1.0, 1 / q]) / (1 / p + 1.0 + 1 / q)
+        np.testing.assert_allclose(observed, expected, atol=0.015)
+
+
+def walk_config(**graph) -> dict:
+    return {"name": "g", "input": {"path": "x.csv", "format": "csv"},
+            "graph": {"source": "src", "target": "dst", "walks_per_node": 3, "walk_length": 5, **graph},
+            "features": {"node": {"type": "vocabulary"}}, "model": {"kind": "skipgram", "seed": 5},
+            "split": {"eval_fraction": 0.2}, "entities": [{"name": "node", "key": "node"}]}
+
+
+def same_walks(tagged: list[tuple[str, list[str]]]) -> None:
+    first = sorted(walk for tag, walk in tagged if tag == "first")
+    assert first and first == sorted(walk for tag, walk in tagged if tag == "again")
+
+
+def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_dropped(tmp_path):
+    parsed = config_from_dict(walk_config())
+    schema = RawSchema(files=(), headers={}, types=transform_column_types(parsed), numeric=frozenset(),
+                       metadata_types={}, required=required_columns(parsed))
+    nodes = CHUNK_NODES + 10   # two chunks of start nodes
+    ring = [(str(i), str((i + 1) % nodes)) for i in range(nodes)]
+    rows = ring + [("5", "5"), ("1", "0"), ("x", "x")]   # two self-loops (x has no other edge), a duplicate
+    batch = pa.RecordBatch.from_pydict({"src": [s for s, _ in rows], "dst": [t for _, t in rows]})
+    allowed = {edge for a, b in ring for edge in ((a, b), (b, a))}
+
+    def check(walks: list[list[str]]) -> None:
+        assert len(walks) == 3 * (nodes + 1)
+        assert {walk[0] for walk in walks} == {str(i) for i in range(nodes)} | {"x"}
+        assert all(len(walk) == 5 and all(step in allowed for step in zip(walk, walk[1:]))
+                   for walk in walks if walk[0] != "x")
+        assert [walk for walk in walks if walk[0] == "x"] == [["x"]] * 3
+
+    pipeline = TestPipeline(runner=FnApiRunner())
+    staged = RunDir(str(tmp_path))
+    graph = pipeline | beam.Create([batch]) | BuildGraph(parsed.graph)
+    inputs = graph | WalkGraph(parsed)
+    _ = graph | WriteNodeTables(parsed, schema, staged)
+    walks = ((inputs.train, inputs.eval) | beam.Flatten()
+             | beam.FlatMap(lambda documents: documents.column(0).to_pylist()))
+    assert_that(walks | beam.combiners.ToList(), lambda got: check(got[0]))
+    passes = [collection | f"Tag[{tag}]" >> beam.FlatMap(lambda docs, t: [(t, w) for w in docs.column(0).to_pylist()], tag)
+              for tag, collection in (("first", inputs.analyze), ("again", inputs.train))]
+    assert_that(passes | "FlattenPasses" >> beam.Flatten() | "Passes" >> beam.combiners.ToList(),
+                lambda got: same_walks(got[0]), label="BothPassesWalkAlike")
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = read_counters(result)
+    assert (counts["self_loops"], counts["duplicate_edges"], counts["nodes_without_edges"]) == (2, 1, 1)
+    assert counts["nodes"] == nodes + 1 and counts["edges"] == nodes
+    assert counts["documents_train"] + counts["documents_eval"] == 3 * (nodes + 1)
+    assert 0.1 < counts["documents_eval"] / (3 * (nodes + 1)) < 0.3
+    table = pd.read_parquet(staged.entity_table_dir("node"))
+    assert len(table) == nodes + 1 and table.set_index("key")["count"].to_dict()["x"] == 0
+
+
+def test_edge_rows_need_both_ids_and_a_positive_weight():
+    from pipelines.stages.preprocess.rows import InvalidRow, RowTyper
+    parsed = config_from_dict(walk_config(weight="w"))
+    schema = RawSchema(files=(), headers={}, types=transform_column_types(parsed), numeric=frozenset(),
+                       metadata_types={}, required=required_columns(parsed))
+    typer = RowTyper(parsed, schema)
+    assert typer.type_row({"src": "a", "dst": "b", "w": "2.5"})[0] == ["a", "b", 2.5]
+    for row, reason in (({"src": "", "dst": "b", "w": 1}, "graph.source: column 'src' is missing"),
+                        ({"src": "a", "dst": None, "w": 1}, "graph.target: column 'dst' is missing"),
+                        ({"src": "a", "dst": "b", "w": "-3"}, "graph.weight: '-3' is not a positive number"),
+                        ({"src": "a", "dst": "b", "w": "abc"}, "graph.weight: 'abc' is not a positive number")):
+        with pytest.raises(InvalidRow, match=reason):
+            typer.type_row(row)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"graph": {"source": "src", "target": "dst", "p": 0}}, "graph.p: must be > 0"),
+    ({"graph": {"source": "src", "target": "dst", "q": -1.5}}, "graph.q: must be > 0"),
+    ({"graph": {"source": "src", "target": "src"}}, "graph.target: 'src' is already graph.source"),
+    ({"graph": {"source": "src", "target": "dst", "walk_length": 1}}, "graph.walk_length: must be >= 2"),
+    ({"graph": {"source": "src", "target": "dst", "directed": "yes"}}, "graph.directed: expected true/false"),
+    ({"features": {"node": {"type": "vocabulary", "column": "src"}}}, "features.node.column: a graph's node feature"),
+    ({"features": {"node": {"type": "hash", "hash_buckets": 8}}}, "features: a graph config has exactly one feature"),
+    ({"split": {"column": "held"}}, "split.column: a graph config holds out whole walks"),
+    ({"entities": [{"name": "node", "key": "node", "metadata": ["src"]}]}, r"entities\[0\].metadata: a graph's nodes"),
+    ({"model": {"kind": "supervised", "label": "w"}}, "model.kind: a graph config trains skip-gram"),
+])
+def test_config_errors_name_the_key(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({**walk_config(), **changes})
+
+
+def test_a_missing_column_is_named_before_any_work(tmp_path, capsys):
+    (tmp_path / "e.csv").write_text("src,dst\na,b\n")
+    settings = {**walk_config(), "input": {"path": str(tmp_path / "e.csv"), "format": "csv"},
+                "graph": {"source": "src", "target": "to"}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(settings))
+    assert run_cli("run", tmp_path / "g.yaml", "--output", tmp_path / "runs") == 2
+    assert "graph.target: column 'to' is not in" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def purity(vectors: pd.DataFrame, communities: pd.Series) -> float:
+    """Share of nodes whose k-means cluster's majority community is their own."""
+    from sklearn.cluster import KMeans
+    unit = np.stack(vectors.embedding.to_numpy())
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    clusters = KMeans(communities.nunique(), n_init=4, random_state=0).fit_predict(unit)
+    table = pd.crosstab(clusters, communities.loc[vectors.key].to_numpy())
+    return float(table.max(axis=1).sum() / len(vectors))
+
+
+def test_deepwalk_run_recovers_planted_communities(tmp_path):
+    edges, communities = planted_partition(nodes=400, communities=8, degree_in=8, degree_out=1, seed=1)
+    bad = pd.DataFrame({"source": ["n3", "", "n7"], "target": ["n3", "n9", None]})   # a self-loop, two missing ids
+    edges = pd.concat([edges, bad])
+    edges.to_csv(tmp_path / "edges.csv", index=False)
+    settings = yaml.safe_load((ROOT / "examples" / "graph.yaml").read_text())
+    settings["input"] = {"path": str(tmp_path / "edges.csv"), "format": "csv"}
+    settings["model"].update({"epochs": 2, "embedding_dim": 16, "batch_size": 2048})
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(settings))
+    assert run_cli("run", tmp_path / "graph.yaml", "--output", tmp_path / "runs", "--run-id", "g") == 0
+    run = tmp_path / "runs" / "g"
+    facts = json.loads((run / "manifest.json").read_text())["stages"]["preprocess"]
+    assert facts["counts"]["self_loops"] == 1 and facts["counts"]["rows_invalid"] == 2
+    assert set(facts["invalid_reasons"]) == {"graph.source: missing value", "graph.target: missing value"}
+    vectors = pd.read_parquet(run / "embeddings" / "node")
+    assert set(vectors.key) == set(communities.index)
+    assert purity(vectors, communities) > 0.9
+    assert run_cli("cluster", run, "--entity", "node", "--k", "8") == 0
