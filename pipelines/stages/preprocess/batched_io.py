@@ -7,10 +7,12 @@ files and atomic finalisation.
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
+import itertools
 import struct
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 import google_crc32c
 from apache_beam.io import filebasedsink, filebasedsource
@@ -20,6 +22,7 @@ from apache_beam.io.range_trackers import OffsetRangeTracker
 LINES_PER_BATCH = 131072
 BYTES_PER_BATCH = 16 << 20
 MAX_RECORD_BYTES = 4 << 20
+BLOCK_BYTES = 4 << 20
 
 
 class LineBatchSource(filebasedsource.FileBasedSource):
@@ -35,6 +38,10 @@ class LineBatchSource(filebasedsource.FileBasedSource):
 
     A batch ends at `lines_per_batch` records or BYTES_PER_BATCH bytes: large batches keep Beam's
     per-element cost and tf.Transform's per-batch cost low (measured in benchmarks/preprocess.py).
+    Files are read in blocks of BLOCK_BYTES; the lines of a block that needs no record assembly
+    (no line with an odd number of quotes) are taken many at a time and claimed as one group
+    (`_claim_run`): line by line, reading took about 2 us a line, a fifth of the whole job's time
+    per row.
     """
 
     def __init__(self, file_pattern: str, skip_header_lines: int = 0, lines_per_batch: int = LINES_PER_BATCH,
@@ -55,17 +62,24 @@ class LineBatchSource(filebasedsource.FileBasedSource):
             elif self._skip:
                 for _ in range(self._skip):
                     position += len(handle.readline())
-            lines = _Lines(handle, position)
+            lines = _Lines(handle, position, self._quoted_newlines)
             batch: list[bytes] = []
             batch_bytes = 0
-            while True:
-                line = lines.next()
-                if line is None or not range_tracker.try_claim(line[0]):
-                    break
-                record = self._record(line, lines) if self._quoted_newlines and _open_quote(line[1]) else line[1]
-                batch.append(_strip_line_end(record))
-                batch_bytes += len(record)
-                if len(batch) == self._lines_per_batch or batch_bytes >= BYTES_PER_BATCH:
+            more = True
+            while more:
+                run = lines.simple_run(self._lines_per_batch - len(batch), BYTES_PER_BATCH - batch_bytes)
+                if run is not None:
+                    records, more = _claim_run(range_tracker, run)
+                    batch += records
+                    batch_bytes += run.size
+                else:
+                    line = lines.next()
+                    if line is None or not range_tracker.try_claim(line[0]):
+                        break
+                    record = self._record(line, lines) if self._quoted_newlines and _open_quote(line[1]) else line[1]
+                    batch.append(_strip_line_end(record))
+                    batch_bytes += len(record)
+                if len(batch) >= self._lines_per_batch or batch_bytes >= BYTES_PER_BATCH:
                     yield file_name, batch
                     batch, batch_bytes = [], 0
             if batch:
@@ -92,26 +106,115 @@ class LineBatchSource(filebasedsource.FileBasedSource):
         return b"".join(text for _, text in taken)
 
 
-class _Lines:
-    """The lines of an open file with their start offsets, with room to push lines back."""
+class _Run(NamedTuple):
+    """Consecutive whole lines (their endings removed), each a record of its own.
 
-    def __init__(self, handle: BinaryIO, position: int):
+    Attributes:
+        records: the lines.
+        first: the offset where the first starts.
+        ends: the running total of the lines' lengths without their endings ("\\n" each).
+        size: their bytes, endings included.
+    """
+    records: list[bytes]
+    first: int
+    ends: list[int]
+    size: int
+
+    def start(self, index: int) -> int:
+        """The offset where record `index` starts."""
+        return self.first + (self.ends[index - 1] if index else 0) + index
+
+
+def _claim_run(tracker: OffsetRangeTracker, run: _Run) -> tuple[list[bytes], bool]:
+    """The records of `run` that belong to the tracker's range, and whether reading goes on.
+
+    The first record is claimed as a split point and the last one marked as the current position,
+    so no split can fall inside the run any more; a split that came in between shows in the stop
+    position, and the records starting at or past it are left to the other range.
+    """
+    if not tracker.try_claim(run.first):
+        return [], False
+    last = run.start(len(run.records) - 1)
+    tracker.set_current_position(last)
+    stop = tracker.stop_position()
+    if last < stop:
+        return run.records, True
+    return run.records[:bisect.bisect_left(range(len(run.records)), stop, key=run.start)], False
+
+
+class _Lines:
+    """The lines of an open file from `position` on, read a block at a time, with their offsets.
+
+    `next` gives one line with its ending, `push_back` returns lines to be given again, and
+    `simple_run` gives many lines at once while none is pushed back and the block needs no CSV
+    record assembly (`quoted_newlines` and a line with an odd number of quotes).
+    """
+
+    def __init__(self, handle: BinaryIO, position: int, quoted_newlines: bool):
         self._handle = handle
-        self._position = position
+        self._quoted_newlines = quoted_newlines
+        self._offset = position                  # where self._lines[self._index] starts
+        self._lines: list[bytes] = []            # the current block's lines without their newline
+        self._index = 0
+        self._terminated = True                  # the block's last line ends with a newline
+        self._simple = False
+        self._crlf = False
+        self._tail = b""                         # the bytes after the block's last newline
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
+
+    def _fill(self) -> bool:
+        """Reads the next block of lines; False at the end of the file."""
+        while True:
+            data = self._handle.read(BLOCK_BYTES)
+            if not data:
+                if not self._tail:
+                    return False
+                self._set_block([self._tail], False, self._tail)
+                self._tail = b""
+                return True
+            data = self._tail + data
+            end = data.rfind(b"\n") + 1
+            self._tail = data[end:]
+            if end:
+                self._set_block(data[:end - 1].split(b"\n"), True, data[:end])
+                return True
+
+    def _set_block(self, lines: list[bytes], terminated: bool, data: bytes) -> None:
+        self._lines, self._index, self._terminated = lines, 0, terminated
+        self._crlf = b"\r" in data
+        self._simple = terminated and not (self._quoted_newlines and b'"' in data and any(
+            line.count(b'"') % 2 for line in lines))
 
     def next(self) -> tuple[int, bytes] | None:
         if self._pending:
             return self._pending.popleft()
-        line = self._handle.readline()
-        if not line:
+        if self._index >= len(self._lines) and not self._fill():
             return None
-        start = self._position
-        self._position += len(line)
+        line = self._lines[self._index]
+        self._index += 1
+        if self._terminated or self._index < len(self._lines):
+            line += b"\n"
+        start = self._offset
+        self._offset += len(line)
         return start, line
 
     def push_back(self, lines: list[tuple[int, bytes]]) -> None:
         self._pending.extendleft(reversed(lines))
+
+    def simple_run(self, count: int, size: int) -> _Run | None:
+        """Up to `count` lines of at most `size` bytes (at least one line), or None when the next
+        line must be read with `next`."""
+        if self._pending or (self._index >= len(self._lines) and not self._fill()) or not self._simple:
+            return None
+        lines = self._lines[self._index:self._index + count]
+        ends = list(itertools.accumulate(map(len, lines)))
+        taken = max(1, bisect.bisect_right(range(len(lines)), size, key=lambda i: ends[i] + i + 1))
+        del lines[taken:], ends[taken:]
+        run = _Run([line[:-1] if line[-1:] == b"\r" else line for line in lines] if self._crlf else lines,
+                   self._offset, ends, ends[-1] + taken)
+        self._index += taken
+        self._offset += run.size
+        return run
 
 
 def _open_quote(line: bytes) -> bool:
