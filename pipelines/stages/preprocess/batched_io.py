@@ -10,13 +10,19 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import io
 import itertools
+import queue
 import struct
+import threading
+import zlib
 from typing import BinaryIO, Iterator, NamedTuple
 
 import google_crc32c
+import numpy as np
 from apache_beam.io import filebasedsink, filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.range_trackers import OffsetRangeTracker
 
 LINES_PER_BATCH = 131072
@@ -184,8 +190,7 @@ class _Lines:
     def _set_block(self, lines: list[bytes], terminated: bool, data: bytes) -> None:
         self._lines, self._index, self._terminated = lines, 0, terminated
         self._crlf = b"\r" in data
-        self._simple = terminated and not (self._quoted_newlines and b'"' in data and any(
-            line.count(b'"') % 2 for line in lines))
+        self._simple = terminated and not (self._quoted_newlines and b'"' in data and _has_open_quote(data))
 
     def next(self) -> tuple[int, bytes] | None:
         if self._pending:
@@ -217,6 +222,16 @@ class _Lines:
         self._index += taken
         self._offset += run.size
         return run
+
+
+def _has_open_quote(block: bytes) -> bool:
+    """Whether a line of `block` (whole lines) has an odd number of double quotes: the parity of
+    the quotes counted so far changes between two newlines. With numpy, 8.5 ms a 4 MiB block of the
+    benchmark's CSV instead of 28 ms counting line by line (pyarrow's CSV writer quotes strings)."""
+    codes = np.frombuffer(block, np.uint8)
+    parity = np.bitwise_xor.accumulate((codes == ord('"')).view(np.uint8))
+    at_line_ends = parity[codes == ord("\n")]
+    return bool(at_line_ends[0] or np.any(at_line_ends[1:] != at_line_ends[:-1]))
 
 
 def _open_quote(line: bytes) -> bool:
@@ -316,5 +331,57 @@ class TFRecordBatchSink(filebasedsink.FileBasedSink):
         super().__init__(file_path_prefix, coder=None, file_name_suffix=file_name_suffix,
                          mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO)
 
+    def open(self, temp_path: str) -> BinaryIO:
+        if not temp_path.endswith(".gz"):
+            return super().open(temp_path)
+        return GzipInThread(FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED))
+
     def write_record(self, file_handle: BinaryIO, records: list[bytes]) -> None:
         file_handle.write(frame_records(records))
+
+
+class GzipInThread(io.RawIOBase):
+    """A write-only gzip stream, the bytes Beam's GZIP compression writes, compressed in a thread.
+
+    zlib lets go of the GIL while it compresses, so the next batch is framed (and transformed,
+    encoded) meanwhile: gzip at level 6 took 4.1 s of the 1M-row benchmark's run, its largest
+    single cost. At most two writes wait for the thread, so memory stays at two batches.
+    """
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__()
+        self._raw = raw
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._compress, name="gzip-in-thread", daemon=True)
+        self._thread.start()
+
+    def _compress(self) -> None:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                self._raw.write(compressor.compress(chunk))
+            self._raw.write(compressor.flush())
+        except BaseException as error:  # raised again in the writing thread
+            self._error = error
+            while self._chunks.get() is not None:
+                pass
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._chunks.put(None)
+        self._thread.join()
+        super().close()
+        self._raw.close()
+        if self._error is not None:
+            raise self._error
