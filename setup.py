@@ -34,5 +34,5 @@ setuptools.setup(
         "test": ["pytest>=8"],
         "bench": ["implicit>=0.7.2"],
     },
-    entry_points={"console_scripts": ["embedpipe=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["embedpipe=pipelines.cli:run"]},
 )

@@ -1,11 +1,14 @@
-"""Preprocess throughput: embedpipe's Beam + tf.Transform job beside a single-process pyarrow reference.
+"""Preprocess speed: embedpipe's Beam + tf.Transform job beside a single-process pyarrow reference.
 
-N synthetic interactions (Zipf-distributed users and items, day, hour, a numeric column) are
-written as CSV and Parquet. The job (two vocabularies, one hashed day x hour cross, a z-scored
-number, TFRecords + entity tables) runs in the modes below; the reference does the same counting,
-indexing, hashing, scaling and tf.Example encoding with pyarrow in one process, in the same run.
+Synthetic interactions (Zipf-distributed users and items, day, hour, a numeric column) are written
+as CSV (and Parquet for the parquet modes) at each size. The job (two vocabularies, one hashed
+day x hour cross, a z-scored number, TFRecords + entity tables + statistics) runs as a user runs
+it: `python -m pipelines.cli preprocess`, a new process, imports included, in the modes asked for;
+the reference does the same counting, indexing, hashing, scaling and gzipped tf.Example writing
+with pyarrow in one new process, in the same run. Both get a fixed cost (the time of the smallest
+run) and a marginal rate (rows per second between the second smallest and the largest run).
 
-    python benchmarks/preprocess.py [--rows 1000000] [--modes csv,csv-2proc,parquet,parquet-2proc]
+    python benchmarks/preprocess.py [--sizes 10000,100000,1000000,3000000] [--modes csv,csv-2proc,parquet]
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import time
 
@@ -22,10 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.report import print_ratio_table  # noqa: E402
 MULTI_PROCESS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
 MODES = {"csv": ("csv", []), "csv-2proc": ("csv", MULTI_PROCESS),
          "parquet": ("parquet", []), "parquet-2proc": ("parquet", MULTI_PROCESS)}
@@ -87,43 +91,103 @@ def reference(csv_path: pathlib.Path, out: pathlib.Path) -> int:
     return written
 
 
-def run_job(path: pathlib.Path, fmt: str, beam_args: list[str], out: pathlib.Path) -> dict:
-    import yaml
-    from pipelines import cli
-    config_path = out / f"bench-{fmt}.yaml"
-    config_path.write_text(yaml.safe_dump(config(path, fmt)))
-    run_id = f"{fmt}-{len(beam_args)}"
+def timed(command: list[str], log: pathlib.Path, tree: pathlib.Path = ROOT) -> tuple[float, float]:
+    """Runs `command` in `tree` as a user would (a new process, imports included): wall seconds and
+    peak RSS in MiB."""
+    environment = {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    started = time.perf_counter()
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=tree, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed; see {log}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def input_file(rows: int, fmt: str, out: pathlib.Path) -> pathlib.Path:
+    """The synthetic rows as CSV or Parquet, written once per size (the same seed gives the same rows)."""
+    path = out / f"rows-{rows}.{fmt}"
+    if not path.exists():
+        table = synthetic_interactions(rows)
+        if fmt == "csv":
+            pacsv.write_csv(table, path)
+        else:
+            pq.write_table(table, path, row_group_size=100_000)
+    return path
+
+
+def run_job(rows: int, mode: str, out: pathlib.Path, tree: pathlib.Path = ROOT) -> tuple[float, float]:
+    """`python -m pipelines.cli preprocess` of `rows` rows in `mode` with the code of `tree`: wall
+    seconds and peak RSS in MiB."""
+    fmt, beam_args = MODES[mode]
+    config_path = out / f"bench-{mode}-{rows}.yaml"
+    config_path.write_text(yaml.safe_dump(config(input_file(rows, fmt, out), fmt)))
+    run_id = f"{mode}-{rows}"
     shutil.rmtree(out / "runs" / run_id, ignore_errors=True)
-    if cli.main(["preprocess", str(config_path), "--output", str(out / "runs"), "--run-id", run_id, *beam_args]):
-        raise SystemExit("preprocess failed")
-    return json.loads((out / "runs" / run_id / "manifest.json").read_text())["stages"]["preprocess"]
+    measured = timed([sys.executable, "-m", "pipelines.cli", "preprocess", str(config_path), "--output",
+                      str(out / "runs"), "--run-id", run_id, *beam_args], out / f"{run_id}.log", tree)
+    counts = json.loads((out / "runs" / run_id / "manifest.json").read_text())["stages"]["preprocess"]["counts"]
+    assert counts["rows_valid"] == rows, counts
+    shutil.rmtree(out / "runs" / run_id)
+    return measured
+
+
+def run_reference(rows: int, out: pathlib.Path) -> tuple[float, float]:
+    return timed([sys.executable, __file__, "--reference", str(input_file(rows, "csv", out)), str(out)],
+                 out / f"reference-{rows}.log")
+
+
+def cost_model(seconds: dict[int, float], small: int, large: int, fixed: int) -> tuple[float, float]:
+    """Fixed cost (the time of the `fixed`-row run) and marginal rate (rows/s between `small` and `large`)."""
+    return seconds[fixed], (large - small) / (seconds[large] - seconds[small])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--sizes", default="10000,100000,1000000,3000000",
+                        help="row counts; fixed cost is the smallest run's time, the marginal rate is "
+                             "measured between the second smallest and the largest")
+    parser.add_argument("--modes", default="csv", help=f"embedpipe runs, comma-separated: {', '.join(MODES)}")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size and mode; the fastest counts")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "preprocess")
+    parser.add_argument("--before", type=pathlib.Path,
+                        help="another checkout (an earlier commit) whose preprocess runs too, for before/after")
+    parser.add_argument("--reference", nargs=2, metavar=("CSV", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.reference:
+        return 0 if reference(pathlib.Path(args.reference[0]), pathlib.Path(args.reference[1])) else 1
     args.out.mkdir(parents=True, exist_ok=True)
-    table = synthetic_interactions(args.rows)
-    csv_path, parquet_path = args.out / "rows.csv", args.out / "rows.parquet"
-    pacsv.write_csv(table, csv_path)
-    pq.write_table(table, parquet_path, row_group_size=100_000)
-    results = []
-    started = time.perf_counter()
-    written = reference(csv_path, args.out)
-    seconds = time.perf_counter() - started
-    assert written == args.rows
-    results.append(("pyarrow reference (1 process)", seconds))
-    for mode in args.modes.split(","):
-        fmt, beam_args = MODES[mode]
-        stage = run_job(csv_path if fmt == "csv" else parquet_path, fmt, beam_args, args.out)
-        assert stage["counts"]["rows_valid"] == args.rows, stage["counts"]
-        results.append((f"embedpipe preprocess, {mode}", stage["seconds"]))
-    print_ratio_table(f"Preprocess of {args.rows:,} rows (2 vocabularies, 1 hashed cross, 1 z-score, TFRecords)",
-                      "pipeline", "rows", args.rows, results)
+    sizes = sorted(int(size) for size in args.sizes.split(","))
+    modes = args.modes.split(",")
+    jobs = {"pyarrow reference (1 process)": lambda rows: run_reference(rows, args.out)}
+    if args.before:
+        jobs.update({f"before: embedpipe preprocess, {mode}": lambda rows, mode=mode: run_job(
+            rows, mode, args.out, args.before.resolve()) for mode in modes})
+    jobs.update({f"embedpipe preprocess, {mode}": lambda rows, mode=mode: run_job(rows, mode, args.out) for mode in modes})
+    measured: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in jobs}
+    for rows in sizes:
+        for _ in range(args.repeat):  # interleaved, so the machine's load falls on every job alike
+            for name, job in jobs.items():
+                seconds, rss = job(rows)
+                best = measured[name].get(rows)
+                measured[name][rows] = (seconds, rss) if best is None or seconds < best[0] else best
+    print(f"\nPreprocess wall time as a user runs it, imports included (2 vocabularies, 1 hashed cross, "
+          f"1 z-score, TFRecords; CSV unless named; best of {args.repeat})")
+    print("| pipeline | " + " | ".join(f"{rows:,} rows s (peak MiB)" for rows in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    for name, by_size in measured.items():
+        print(f"| {name} | " + " | ".join(f"{s:.1f} ({m:,.0f})" for s, m in (by_size[rows] for rows in sizes)) + " |")
+    if len(sizes) >= 3:
+        print(f"\nPreprocess cost model: fixed cost = the {sizes[0]:,}-row run, marginal rate between "
+              f"{sizes[1]:,} and {sizes[-1]:,} rows")
+        print("| pipeline | fixed cost s | marginal rows/s | marginal rate vs reference |")
+        print("| --- | --- | --- | --- |")
+        base = None
+        for name, by_size in measured.items():
+            fixed, rate = cost_model({r: s for r, (s, _) in by_size.items()}, sizes[1], sizes[-1], sizes[0])
+            base = base or rate
+            print(f"| {name} | {fixed:.1f} | {rate:,.0f} | {rate / base:.2f} |")
     return 0
 
 

@@ -51,10 +51,11 @@ def child(argv: list[str]) -> int:
         rows = reference(pathlib.Path(argv[1]), pathlib.Path(argv[2]))
     elif argv[0] == "read":
         import tensorflow_transform as tft
-        from trainer.inputs import make_dataset, split_pattern
+        from pipelines.core.rundir import RunDir
+        from trainer.inputs import make_dataset
         spec = tft.TFTransformOutput(os.path.join(argv[1], "transform")).transformed_feature_spec()
         started = time.perf_counter()
-        rows = sum(int(batch["user"].shape[0]) for batch in make_dataset(split_pattern(argv[1], "train"), spec, 1024))
+        rows = sum(int(batch["user"].shape[0]) for batch in make_dataset(RunDir(argv[1]).examples_pattern("train"), spec, 1024))
     else:
         import numpy as np
         import pyarrow as pa

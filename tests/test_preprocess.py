@@ -148,6 +148,59 @@ def test_line_batch_source_splits_exactly(tmp_path):
         assert read == lines, cuts
 
 
+@pytest.mark.parametrize("block_bytes", [5, 64, 1 << 20])
+def test_line_batch_source_across_blocks_and_dynamic_splits(tmp_path, monkeypatch, block_bytes):
+    """Records spanning lines and blocks come out whole; a split that arrives while a run of lines
+    is being claimed leaves every line to exactly one of the two ranges."""
+    from apache_beam.io.range_trackers import OffsetRangeTracker
+    from pipelines.stages.preprocess import batched_io
+    monkeypatch.setattr(batched_io, "BLOCK_BYTES", block_bytes)
+    records = [f'{i},"say ""hi""\r\non two lines",x' if i % 5 == 0 else f"{i},plain,{'y' * (i % 9)}" for i in range(300)]
+    path = tmp_path / "quoted.csv"
+    path.write_bytes(("a,b,c\r\n" + "\r\n".join(records) + "\r\n").encode())
+    source = batched_io.LineBatchSource(str(path), skip_header_lines=1, lines_per_batch=50, quoted_newlines=True)
+    read = [r.decode() for _, b in source.read_records(str(path), OffsetRangeTracker(0, path.stat().st_size)) for r in b]
+    assert read == records
+
+    class SplitOnThirdCall(OffsetRangeTracker):
+        def __init__(self, start, stop, at):
+            super().__init__(start, stop)
+            self.calls, self.at, self.split = 0, at, None
+
+        def set_current_position(self, position):
+            super().set_current_position(position)
+            self.calls += 1
+            if self.calls == 3:
+                self.split = self.try_split(self.at)
+
+    lines = [f"row{i},{'x' * (i % 13)}" for i in range(2000)]
+    path = tmp_path / "plain.csv"
+    path.write_text("\n".join(lines) + "\n")
+    size = path.stat().st_size
+    source = batched_io.LineBatchSource(str(path), lines_per_batch=64)
+    for at in (size // 3, size // 2, size - 10):
+        tracker = SplitOnThirdCall(0, size, at)
+        first = [r.decode() for _, b in source.read_records(str(path), tracker) for r in b]
+        assert tracker.split is not None
+        rest = [r.decode() for _, b in source.read_records(str(path), OffsetRangeTracker(tracker.split[0], size))
+                for r in b]
+        assert first + rest == lines, at
+
+
+def test_gzip_in_thread_writes_the_bytes_of_beams_gzip(tmp_path):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    from pipelines.stages.preprocess.batched_io import GzipInThread, frame_records
+    chunks = [frame_records([bytes([i % 251]) * (i % 97) for i in range(j, j + 3000)]) for j in range(0, 15000, 3000)]
+    for name, handle in (("beam.gz", FileSystems.create(str(tmp_path / "beam.gz"), "x", CompressionTypes.GZIP)),
+                         ("thread.gz", GzipInThread(FileSystems.create(str(tmp_path / "thread.gz"), "x",
+                                                                       CompressionTypes.UNCOMPRESSED)))):
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.close()
+    assert (tmp_path / "thread.gz").read_bytes() == (tmp_path / "beam.gz").read_bytes()
+
+
 def test_tfrecord_framing_reads_back(tmp_path):
     from pipelines.stages.preprocess.batched_io import frame_records
     records = [b"", b"a", b"x" * 100_000]

@@ -1,6 +1,4 @@
 """`python -m pipelines.cli`: the same as the `embedpipe` command."""
-import sys
+from pipelines.cli import run
 
-from pipelines.cli import main
-
-sys.exit(main())
+run()

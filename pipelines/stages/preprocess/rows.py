@@ -283,13 +283,21 @@ def _integer(column: str, value: Any) -> int:
 
 
 class Splitter:
-    """Deterministic train/eval decision: the same row lands in the same split on every runner."""
+    """Deterministic train/eval decision: the same row lands in the same split on every runner.
+
+    A row is eval when the first 8 bytes of the BLAKE2b digest of its split key (the key columns
+    joined by "\\x1f", or the whole raw record), read as a big-endian integer, are below
+    `eval_fraction` * 2**64.
+    """
 
     def __init__(self, config: Config):
         self._never = config.graph is not None   # a graph holds out walks, not edges
         self._column = config.split.column
         self._key = config.split.key
-        self._threshold = config.split.eval_fraction * _HASH_SCALE
+        # An integer is below a float exactly when it is below the float's ceiling, and 8-byte
+        # big-endian digests sort as their integers: comparing bytes skips int.from_bytes.
+        limit = math.ceil(config.split.eval_fraction * _HASH_SCALE)
+        self._limit = limit.to_bytes(8, "big") if limit < 2 ** 64 else None
 
     @property
     def columns(self) -> list[str]:
@@ -309,10 +317,10 @@ class Splitter:
         if self._column:
             return [_is_flag(value) for value in columns[self._column]]
         if self._key:
-            texts = ["\x1f".join(map(str, values)) for values in zip(*(columns[k] for k in self._key))]
+            keys = ["\x1f".join(map(str, values)).encode("utf-8") for values in zip(*(columns[k] for k in self._key))]
         else:
-            texts = [record_text(record) for record in records]
-        return [self._hashed_below(text) for text in texts]
+            keys = _record_bytes(records)
+        return self._hashed_below(keys)
 
     def is_eval(self, row: Mapping[str, Any], record: Any) -> bool:
         if self._never:
@@ -320,11 +328,25 @@ class Splitter:
         if self._column:
             return _is_flag(row.get(self._column, ""))
         text = "\x1f".join(str(row.get(k, "")) for k in self._key) if self._key else record_text(record)
-        return self._hashed_below(text)
+        return self._hashed_below([text.encode("utf-8")])[0]
 
-    def _hashed_below(self, text: str) -> bool:
-        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-        return int.from_bytes(digest, "big") < self._threshold
+    def _hashed_below(self, keys: list[bytes]) -> list[bool]:
+        if self._limit is None:
+            return [True] * len(keys)
+        blake2b, limit = hashlib.blake2b, self._limit
+        return [blake2b(key, digest_size=8).digest() < limit for key in keys]
+
+
+def _record_bytes(records: list[Any]) -> list[bytes]:
+    """Each record's `record_text` as UTF-8. Records that are all UTF-8 bytes (CSV and text lines)
+    are their own text: one decode of the joined batch checks that (a newline between them keeps
+    a sequence from being completed by the next record) instead of a decode and encode per record.
+    """
+    try:
+        b"\n".join(records).decode("utf-8")
+        return records
+    except (TypeError, UnicodeDecodeError):
+        return [record_text(record).encode("utf-8") for record in records]
 
 
 def _is_flag(value: Any) -> bool:
