@@ -4,7 +4,8 @@ statistics, counts and the train/eval assignment), in CSV (two files, clean and 
 split) and Parquet (two row groups, split by key).
 
 The expected fingerprints in tests/data/preprocess_identity.json were written by the code before
-those changes; `python -m tests.test_preprocess_identity` rewrites them (only for a deliberate change).
+those changes (plus the `rows_filtered` count that input filters added since, 0 here);
+`python -m tests.test_preprocess_identity` rewrites them (only for a deliberate change).
 """
 from __future__ import annotations
 
