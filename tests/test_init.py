@@ -71,3 +71,41 @@ def test_init_errors(capsys):
         assert message in capsys.readouterr().err
     assert run_cli("init", ROOT / "no" / "such.csv", "--label", "x") == 2
     assert "no file matches" in capsys.readouterr().err
+
+
+def test_drafts_for_event_logs_and_graphs_run_end_to_end(tmp_path, capsys, movielens_sample):
+    import pandas as pd
+    from pipelines.tools.datasets import planted_partition
+    from tests.test_graph import purity
+    config, text = drafted(capsys, movielens_sample, "--sequences", "userId", "movieId")
+    assert config["sequences"] == {"group_by": "userId", "order_by": "timestamp", "item": "movieId"}
+    assert config["model"]["kind"] == "skipgram" and list(config["features"]) == ["movieId"]
+    assert config["entities"] == [{"name": "movieId", "key": "movieId", "metadata": ["title"]}]
+    assert "#   rating: not one of the --sequences columns" in text
+    (tmp_path / "sequences.yaml").write_text(text)
+    assert run_cli("run", tmp_path / "sequences.yaml", "--output", tmp_path / "sequences", "--run-id", "s") == 0
+    movies = pd.read_parquet(tmp_path / "sequences" / "s" / "embeddings" / "movieId")
+    assert len(movies) > 100 and movies.title.notna().all()
+
+    edges, communities = planted_partition(nodes=400, communities=8, degree_in=8, degree_out=1, seed=1)
+    edges.to_csv(tmp_path / "edges.csv", index=False)
+    config, text = drafted(capsys, tmp_path / "edges.csv", "--graph", "source", "target")
+    assert config["graph"]["source"] == "source" and config["features"] == {"node": {"type": "vocabulary"}}
+    (tmp_path / "graph.yaml").write_text(text)
+    assert run_cli("run", tmp_path / "graph.yaml", "--output", tmp_path / "graph", "--run-id", "g") == 0
+    nodes = pd.read_parquet(tmp_path / "graph" / "g" / "embeddings" / "node")
+    assert set(nodes.key) == set(communities.index) and purity(nodes, communities) > 0.9
+
+
+def test_init_errors_for_event_logs_and_graphs(tmp_path, capsys, movielens_sample):
+    for args, message in ((["--sequences", "userId"], "--sequences GROUP ITEM [ORDER]: two or three columns"),
+                          (["--sequences", "userId", "movieId", "nope"], "--sequences nope: not a column of"),
+                          (["--graph", "userId", "movieId", "rating", "year"], "--graph SOURCE TARGET [WEIGHT]"),
+                          (["--label", "rating", "--graph", "userId", "movieId"], "choose one model to draft")):
+        assert run_cli("init", movielens_sample, *args) == 2
+        assert message in capsys.readouterr().err
+    assert run_cli("init", TAXI_SAMPLE, "--sequences", "company", "pickup_community_area") == 0
+    assert "order_by: trip_start_timestamp" in capsys.readouterr().out   # the timestamp column orders them
+    (tmp_path / "baskets.csv").write_text("basket,item\n" + "".join(f"b{i % 7},i{i % 11}\n" for i in range(50)))
+    assert run_cli("init", tmp_path / "baskets.csv", "--sequences", "basket", "item") == 2
+    assert "no timestamp column to order each group's events" in capsys.readouterr().err

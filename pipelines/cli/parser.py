@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--candidate", nargs="+", default=[], metavar="COLUMN",
                       help="two-tower: the candidate tower's columns, its id first (e.g. an item id)")
     init.add_argument("--text", metavar="COLUMN", help="word embeddings of this text column (skip-gram)")
+    init.add_argument("--sequences", nargs="+", default=[], metavar="COLUMN",
+                      help="item2vec over an event log: GROUP ITEM [ORDER] (e.g. userId movieId timestamp; "
+                           "ORDER defaults to the first timestamp column)")
+    init.add_argument("--graph", nargs="+", default=[], metavar="COLUMN",
+                      help="node embeddings (DeepWalk) of an edge list: SOURCE TARGET [WEIGHT]")
     init.add_argument("--name", help="the config's name (default: from the file name)")
     init.add_argument("--sample", type=int, default=20000, help="rows read to profile the columns (default 20000)")
 

@@ -45,7 +45,7 @@ def cmd_init(args: argparse.Namespace, beam_args: list[str], console: Console) -
     if bool(args.query) != bool(args.candidate):
         raise UsageError("--query and --candidate go together (a two-tower model needs both towers)")
     print(draft(args.data, args.format, args.label, tuple(args.query), tuple(args.candidate), args.text, args.name,
-                args.sample), end="")
+                args.sample, tuple(args.sequences), tuple(args.graph)), end="")
     return 0
 
 
