@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from pipelines.core import config_parse
+from pipelines.core import config_parse, config_yaml
 from tests.conftest import ROOT
 
 FEATURES = {
@@ -18,14 +18,14 @@ FEATURES = {
 def accepted_keys(monkeypatch) -> set[tuple[str, str]]:
     """(section, key) of every key the parser allows, recorded while it parses configs of each kind."""
     seen: set[tuple[str, str]] = set()
-    original = config_parse._Section.check_keys
+    original = config_yaml.Section.check_keys
 
     def record(section, allowed):
         path = re.sub(r"\[\d+\]", "[]", section.path)
         path = "features" if path.startswith("features.") else path
         seen.update((path, key) for key in allowed)
         return original(section, allowed)
-    monkeypatch.setattr(config_parse._Section, "check_keys", record)
+    monkeypatch.setattr(config_yaml.Section, "check_keys", record)
     base = {"name": "x", "input": {"path": "x", "format": "csv"}, "features": FEATURES, "split": {},
             "entities": [{"name": "v", "key": "v", "metadata_from": {"path": "m.csv", "key": "k", "columns": ["n"]}}],
             "warm_start": {"from": "x"}}

@@ -6,154 +6,23 @@ Anything else is a `ConfigError` that names the key (and suggests the closest kn
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from typing import Any, Mapping
 
-import yaml
 
 from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS,
                                    OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, TASKS, Config, EntityConfig, FeatureConfig,
                                    GraphConfig, InputConfig, ModelConfig, RowFilter, SequencesConfig, SideTableConfig,
                                    SplitConfig, WarmStartConfig)
 from pipelines.core.dates import check_zone, split_reference
+from pipelines.core.config_yaml import Section, parse_yaml, shown
 from pipelines.core.errors import ConfigError
 
 # Feature names become Keras layer and input names, signature names and vocabulary file names.
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 ENTITY_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
-MAX_EXPANDED_VALUES = 100_000
 MAX_SEED = 2 ** 31 - 1
-
-
-# ---------------------------------------------------------------------------- YAML
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
-                                  f"(first on line {seen[key].start_mark.line + 1})")
-            seen[key] = key_node
-        return super().construct_mapping(node, deep)
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
-    """Values the document holds once every alias is expanded (computed per node, so it is fast
-    even when the answer is astronomically large)."""
-    if id(node) in sizes:
-        return sizes[id(node)]
-    sizes[id(node)] = 1  # a recursive alias counts once instead of looping
-    if isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
-    else:
-        size = 1
-    sizes[id(node)] = size
-    return size
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """The YAML document in `text`; `source` names it in errors.
-
-    Raises:
-        ConfigError: not YAML, a key given twice, or more than MAX_EXPANDED_VALUES values once
-            aliases are expanded (a "billion laughs" document).
-    """
-    try:
-        node = yaml.compose(text, Loader=_StrictLoader)
-        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
-            raise ConfigError(f"{source}: more than {MAX_EXPANDED_VALUES:,} values once YAML aliases are "
-                              "expanded; a config is never that large")
-        return yaml.load(text, Loader=_StrictLoader)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}" if not str(error).startswith(source) else str(error)) from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML ({_one_line(str(error))})") from None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-# ---------------------------------------------------------------------------- parsing helpers
-
-
-class _Section:
-    """Reads one mapping of the YAML, remembering its path for error messages."""
-
-    def __init__(self, data: Any, path: str):
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-        self.data = dict(data)
-        self.path = path
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def check_keys(self, allowed: tuple[str, ...]) -> None:
-        for name in self.data:
-            if name not in allowed:
-                close = difflib.get_close_matches(str(name), allowed, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(f"{self.key(str(name))}: unknown key ({hint}allowed: {', '.join(allowed)})")
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        if name not in self.data or self.data[name] is None:
-            if required:
-                raise ConfigError(f"{self.key(name)}: required")
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and kind is not bool:
-            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}, got a boolean")
-        if not isinstance(value, kind):
-            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}, got {_shown(value)}")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
-        value = self.get(name, str, default, required=default is None)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{self.key(name)}: {_shown(value)} is not one of {', '.join(choices)}{hint}")
-        return value
-
-    def positive_int(self, name: str, default: int | None = None, required: bool = False,
-                     minimum: int = 1) -> int | None:
-        value = self.get(name, int, default, required)
-        if value is not None and value < minimum:
-            raise ConfigError(f"{self.key(name)}: must be >= {minimum}, got {value}")
-        return value
-
-    def names(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(name, (list, str), None)
-        if value is None:
-            return default
-        items = [value] if isinstance(value, str) else value
-        if not all(isinstance(item, str) and item for item in items):
-            raise ConfigError(f"{self.key(name)}: expected a list of names, got {_shown(value)}")
-        return tuple(items)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value as an error message shows it: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
-                        "dict": "a mapping", "bool": "true/false"}.get(k.__name__, k.__name__) for k in kinds)
 
 
 # ---------------------------------------------------------------------------- sections
@@ -169,7 +38,7 @@ _FEATURE_KEYS = {
 }
 
 
-def _parse_input(section: _Section) -> InputConfig:
+def _parse_input(section: Section) -> InputConfig:
     section.check_keys(("path", "format", "delimiter", "text_column", "max_invalid_fraction", "time_zone", "filters"))
     time_zone = section.get("time_zone", str, "UTC")
     try:
@@ -196,7 +65,7 @@ def _parse_input(section: _Section) -> InputConfig:
 def _parse_filters(items: list, path: str) -> tuple[RowFilter, ...]:
     filters = []
     for index, item in enumerate(items):
-        section = _Section(item, f"{path}[{index}]")
+        section = Section(item, f"{path}[{index}]")
         section.check_keys(("column", "min", "max", "values"))
         values = section.get("values", list, [])
         low, high = section.get("min", float), section.get("max", float)
@@ -210,7 +79,7 @@ def _parse_filters(items: list, path: str) -> tuple[RowFilter, ...]:
     return tuple(filters)
 
 
-def _parse_split(section: _Section) -> SplitConfig:
+def _parse_split(section: Section) -> SplitConfig:
     section.check_keys(("eval_fraction", "key", "column"))
     column = section.get("column", str)
     fraction = section.get("eval_fraction", float, 0.1)
@@ -221,7 +90,7 @@ def _parse_split(section: _Section) -> SplitConfig:
     return SplitConfig(eval_fraction=fraction, key=section.names("key"), column=column)
 
 
-def _parse_feature(name: str, section: _Section) -> FeatureConfig:
+def _parse_feature(name: str, section: Section) -> FeatureConfig:
     kind = section.choice("type", FEATURE_TYPES)
     section.check_keys(("type", "column") + _FEATURE_KEYS[kind])
     fields: dict[str, Any] = {"name": name, "type": kind, "column": section.get("column", str, name)}
@@ -271,7 +140,7 @@ def _parse_feature(name: str, section: _Section) -> FeatureConfig:
     return FeatureConfig(**fields)
 
 
-def _parse_model(section: _Section, features: Mapping[str, FeatureConfig], shape: str | None) -> ModelConfig:
+def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape: str | None) -> ModelConfig:
     section.check_keys(tuple(f.name for f in dataclasses.fields(ModelConfig)))
     kind = section.choice("kind", MODEL_KINDS)
     defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
@@ -285,10 +154,10 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig], shape
         if feature not in features:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: not a configured feature")
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ConfigError(f"{section.key('embeddings')}.{feature}: must be a positive integer, got {_shown(dim)}")
+            raise ConfigError(f"{section.key('embeddings')}.{feature}: must be a positive integer, got {shown(dim)}")
     hidden = section.get("hidden_units", list, defaults["hidden_units"])
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ConfigError(f"{section.key('hidden_units')}: expected a list of positive integers, got {_shown(hidden)}")
+        raise ConfigError(f"{section.key('hidden_units')}: expected a list of positive integers, got {shown(hidden)}")
     model = ModelConfig(
         kind=kind,
         embedding_dim=section.positive_int("embedding_dim", defaults["embedding_dim"]),
@@ -341,7 +210,7 @@ def _parse_model(section: _Section, features: Mapping[str, FeatureConfig], shape
     return model
 
 
-def _check_model_features(section: _Section, model: ModelConfig, features: Mapping[str, FeatureConfig],
+def _check_model_features(section: Section, model: ModelConfig, features: Mapping[str, FeatureConfig],
                           shape: str | None) -> None:
     if shape:
         if model.kind != "skipgram":
@@ -391,7 +260,7 @@ def _check_model_features(section: _Section, model: ModelConfig, features: Mappi
 _DOCUMENTS = {"sequences": "sessions (item2vec)", "graph": "random walks (DeepWalk / node2vec)"}
 
 
-def _parse_sequences(section: _Section) -> SequencesConfig:
+def _parse_sequences(section: Section) -> SequencesConfig:
     section.check_keys(tuple(f.name for f in dataclasses.fields(SequencesConfig)))
     sequences = SequencesConfig(
         group_by=section.get("group_by", str, required=True),
@@ -408,7 +277,7 @@ def _parse_sequences(section: _Section) -> SequencesConfig:
     return sequences
 
 
-def _parse_graph(section: _Section) -> GraphConfig:
+def _parse_graph(section: Section) -> GraphConfig:
     section.check_keys(tuple(f.name for f in dataclasses.fields(GraphConfig)))
     graph = GraphConfig(
         source=section.get("source", str, required=True),
@@ -428,7 +297,7 @@ def _parse_graph(section: _Section) -> GraphConfig:
     return graph
 
 
-def _check_distinct_columns(section: _Section, names: tuple[str, ...], columns: tuple[str, ...]) -> None:
+def _check_distinct_columns(section: Section, names: tuple[str, ...], columns: tuple[str, ...]) -> None:
     for index, (name, column) in enumerate(zip(names, columns)):
         if column in columns[:index]:
             other = names[columns.index(column)]
@@ -436,7 +305,7 @@ def _check_distinct_columns(section: _Section, names: tuple[str, ...], columns: 
 
 
 def _check_shape(shape: str, spec: SequencesConfig | GraphConfig, features: Mapping[str, FeatureConfig],
-                 raw_features: _Section, entities: tuple[EntityConfig, ...], split: _Section) -> None:
+                 raw_features: Section, entities: tuple[EntityConfig, ...], split: Section) -> None:
     """What a sequences or graph config needs beyond its own section: one vocabulary feature (the items
     or nodes, read as opaque ids), entities keyed by it, and a split it can apply."""
     what = "item ids" if shape == "sequences" else "node ids"
@@ -468,14 +337,14 @@ def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) ->
         raise ConfigError("entities: expected a non-empty list")
     entities = []
     for index, item in enumerate(items):
-        section = _Section(item, f"entities[{index}]")
+        section = Section(item, f"entities[{index}]")
         section.check_keys(("name", "key", "metadata", "metadata_from"))
         side = section.get("metadata_from", dict)
         entity = EntityConfig(
             name=section.get("name", str, required=True),
             key=section.get("key", str, required=True),
             metadata=section.names("metadata"),
-            metadata_from=None if side is None else _parse_side_table(_Section(side, section.key("metadata_from"))),
+            metadata_from=None if side is None else _parse_side_table(Section(side, section.key("metadata_from"))),
         )
         if not ENTITY_NAME_PATTERN.match(entity.name):
             raise ConfigError(f"{section.key('name')}: {entity.name!r} must be letters, digits, '_' or '-'")
@@ -498,7 +367,7 @@ def _parse_entities(items: Any, config_features: Mapping[str, FeatureConfig]) ->
 SIDE_TABLE_FORMATS = ("csv", "parquet", "jsonl")
 
 
-def _parse_side_table(section: _Section) -> SideTableConfig:
+def _parse_side_table(section: Section) -> SideTableConfig:
     section.check_keys(("path", "key", "columns", "format"))
     path = section.get("path", str, required=True)
     guessed = next((f for f in SIDE_TABLE_FORMATS if path.rstrip("*").endswith(f".{f}") or
@@ -510,7 +379,7 @@ def _parse_side_table(section: _Section) -> SideTableConfig:
                            format=section.choice("format", SIDE_TABLE_FORMATS, guessed or "csv"))
 
 
-def _parse_warm_start(section: _Section, features: Mapping[str, FeatureConfig]) -> WarmStartConfig:
+def _parse_warm_start(section: Section, features: Mapping[str, FeatureConfig]) -> WarmStartConfig:
     section.check_keys(("from", "features", "trainable", "freeze"))
     names = section.names("features")
     for key, listed in (("features", names), ("freeze", section.names("freeze"))):
@@ -530,27 +399,27 @@ def config_from_dict(data: Any) -> Config:
     Raises:
         ConfigError: naming the offending key.
     """
-    root = _Section(data, "")
+    root = Section(data, "")
     root.check_keys(("name", "input", "split", "features", "model", "entities", "output", "warm_start",
                      "align_to", "sequences", "graph"))
     name = root.get("name", str, required=True)
     shapes = {key: root.get(key, dict) for key in ("sequences", "graph")}
     if None not in shapes.values():
         raise ConfigError("graph: a config has one input shape; give sequences or graph, not both")
-    sequences = None if shapes["sequences"] is None else _parse_sequences(_Section(shapes["sequences"], "sequences"))
-    graph = None if shapes["graph"] is None else _parse_graph(_Section(shapes["graph"], "graph"))
+    sequences = None if shapes["sequences"] is None else _parse_sequences(Section(shapes["sequences"], "sequences"))
+    graph = None if shapes["graph"] is None else _parse_graph(Section(shapes["graph"], "graph"))
     shape = "sequences" if sequences else "graph" if graph else None
-    features_section = _Section(root.get("features", dict, required=True), "features")
+    features_section = Section(root.get("features", dict, required=True), "features")
     if not features_section.data:
         raise ConfigError("features: at least one feature is required")
     _check_feature_names([str(n) for n in features_section.data])
-    features = {str(n): _parse_feature(str(n), _Section(spec, f"features.{n}"))
+    features = {str(n): _parse_feature(str(n), Section(spec, f"features.{n}"))
                 for n, spec in features_section.data.items()}
-    model = _parse_model(_Section(root.get("model", dict, required=True), "model"), features, shape)
+    model = _parse_model(Section(root.get("model", dict, required=True), "model"), features, shape)
     if model.kind == "supervised" and model.label in {c for f in features.values() for c in f.raw_columns}:
         raise ConfigError(f"model.label: column {model.label!r} is also read by a feature")
-    input_config = _parse_input(_Section(root.get("input", dict, required=True), "input"))
-    split_section = _Section(root.get("split", dict, {}), "split")
+    input_config = _parse_input(Section(root.get("input", dict, required=True), "input"))
+    split_section = Section(root.get("split", dict, {}), "split")
     split = _parse_split(split_section)
     entities = _parse_entities(root.get("entities", list, required=True), features)
     if shape:
@@ -565,7 +434,7 @@ def config_from_dict(data: Any) -> Config:
         model=model,
         entities=entities,
         output=root.get("output", str, f"runs/{name}"),
-        warm_start=(_parse_warm_start(_Section(root.get("warm_start", dict), "warm_start"), features)
+        warm_start=(_parse_warm_start(Section(root.get("warm_start", dict), "warm_start"), features)
                     if root.get("warm_start", dict) else None),
         align_to=root.get("align_to", str),
         sequences=sequences,
