@@ -65,7 +65,7 @@ def test_every_stage_logs_in_full_into_the_run(user_run):
 def test_the_local_runner_is_pinned_and_recorded(user_run):
     run, _, _ = user_run
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert stages["preprocess"]["runner"] == stages["embed"]["runner"] == "FnApiRunner (in_memory, 1 worker(s))"
+    assert stages["preprocess"]["runner"] == stages["embed"]["runner"] == "FnApiRunner (in_memory, 1 worker)"
     pinned = make_pipeline(pipeline_options([]))
     assert type(pinned.runner).__name__ == "FnApiRunner"           # never DirectRunner's Prism attempt
     two = pipeline_options(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
@@ -87,6 +87,15 @@ def test_the_local_runner_is_pinned_and_recorded(user_run):
     (["runs", "{run}", "--keep", "0"], "--keep must be at least 1"),
     (["plot", "{run}", "--entity", "day_hour"], "the following arguments are required: --out"),
     (["nonsense"], "invalid choice: 'nonsense'"),
+    (["train", "{out}"], "no complete run yet (no LATEST); name one of its runs: "),
+    (["run", "{config}", "--freeze", "day_hour"], "--freeze keeps warm-started rows fixed: say where they come from"),
+    (["run", "{config}", "--warm-start", "{run}", "--freeze", "dayhour"], "did you mean 'day_hour'?"),
+    (["neighbours", "{run}"], "did you mean neighbors?"),
+    (["run", "{config}", "--runner", "DirectRuner"], "--runner DirectRuner: not a Beam runner (did you mean "
+                                                     "DirectRunner?"),
+    (["neighbors", "{run}", "--entity", "day_hour", "--keys-file", "{tmp}/none.txt", "--output-prefix", "{tmp}/x"],
+     "none.txt: no such file"),
+    (["plot", "{run}", "--entity", "day_hour", "--out", "{tmp}/day_hour.jpg"], "write a .png, .svg or .pdf file"),
 ])
 def test_usage_errors_are_one_line_and_leave_nothing(user_run, tmp_path, capsys, args, message):
     run, _, _ = user_run
@@ -99,9 +108,13 @@ def test_usage_errors_are_one_line_and_leave_nothing(user_run, tmp_path, capsys,
         manifest = json.loads((run / "manifest.json").read_text())
         manifest["stages"] = {"preprocess": manifest["stages"]["preprocess"]}
         (preprocessed / "manifest.json").write_text(json.dumps(manifest))
-    names = {"{tmp}": tmp_path, "{pre}": preprocessed, "{run}": run, "{config}": config, "{typo}": typo}
+    if "{out}" in args:   # an output root whose one run has only preprocessed: no LATEST yet
+        (tmp_path / "out" / "r1").mkdir(parents=True)
+        (tmp_path / "out" / "r1" / "manifest.json").write_text((run / "manifest.json").read_text())
+    names = {"{tmp}": tmp_path, "{pre}": preprocessed, "{run}": run, "{config}": config, "{typo}": typo,
+             "{out}": tmp_path / "out"}
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert run_cli(*[names.get(a, a) for a in args]) == 2
+    assert run_cli(*[a.replace("{tmp}", str(tmp_path)) if "{tmp}/" in a else names.get(a, a) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("embedpipe: error: "), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -169,3 +182,14 @@ def test_every_option_has_help():
                 missing.append(f"{name} {action.dest}")
     assert not missing, missing
     assert parser.description.endswith(".") and "Exit status" in parser.epilog
+
+
+def test_a_model_no_better_than_its_baseline_is_a_warning():
+    from pipelines.cli.summary import train_lines
+    lines = train_lines({"rmse": 29.8, "baseline_mean_rmse": 28.59, "baseline_linear_rmse": 30.1, "epochs_run": 3})
+    assert lines[1] == ("warning: eval RMSE 29.8 is no better than predicting the training mean (28.59): the features "
+                        "may not carry the signal, or the model needs more epochs or data")
+    assert len(train_lines({"rmse": 0.47, "baseline_mean_rmse": 0.6, "epochs_run": 3})) == 1
+    assert "majority class (0.5)" in train_lines({"accuracy": 0.5, "baseline_majority_accuracy": 0.5})[1]
+    assert len(train_lines({"hr@10": 0.09, "ndcg@10": 0.04, "baseline_popularity_hr@10": 0.043,
+                            "baseline_popularity_ndcg@10": 0.02})) == 1

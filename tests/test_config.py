@@ -65,6 +65,9 @@ def test_model_and_entity_errors():
     ({"features": {"miles": {"type": "numeric", "column": "odometer"}}},
      "features.miles.column: column 'odometer' is not in "),
     ({"input": {"path": "/nonexistent/*.csv", "format": "csv"}}, "input.path: no file matches"),
+    ({"features": {"when": {"type": "cross", "columns": ["trip_start_timestamp.day_of_wek",
+                                                         "trip_start_timestamp.hour"], "exact": True}}},
+     "'day_of_wek' is not a date part of 'trip_start_timestamp' (did you mean trip_start_timestamp.day_of_week?"),
 ])
 def test_cli_exits_2_with_one_line(tmp_path, capsys, overrides, message):
     config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE), "format": "csv"})

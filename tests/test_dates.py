@@ -94,3 +94,9 @@ def test_a_run_crosses_parts_of_a_timestamp(tmp_path):
         np.testing.assert_allclose(table.loc[key].embedding, served, rtol=1e-6)
     counts = json.loads((tmp_path / "runs" / "r" / "manifest.json").read_text())["stages"]["preprocess"]["counts"]
     assert counts["rows_invalid"] == 0
+
+
+def test_display_order_puts_weekdays_in_week_order_and_numbers_by_value():
+    from pipelines.core.dates import display_order
+    assert sorted(["Sun", "10", "Mon", "9", "Fri", "b", "a"], key=display_order) == ["Mon", "Fri", "Sun", "9", "a",
+                                                                                     "b", "10"]

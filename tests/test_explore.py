@@ -125,7 +125,7 @@ def test_projector_files_load_and_line_up(tmp_path):
     assert len(only_keys.read_text().splitlines()) == 10 + 1   # key and count: a header
 
 
-def test_plot_png(tmp_path):
+def test_plot_png(tmp_path, monkeypatch, capsys):
     import matplotlib.image
     keys = [f"{d}|{h}" for d in range(1, 8) for h in range(24)]
     rng = np.random.default_rng(0)
@@ -135,6 +135,11 @@ def test_plot_png(tmp_path):
     image = matplotlib.image.imread(out)
     # a day x hour cross gets its 7 x 24 grid under the scatter
     assert image.shape[:2] == (1300, 1200) and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.chdir(tmp_path)   # a bare file name is written in the working directory
+    assert run_cli("plot", run.path, "--entity", "day_hour", "--out", "bare.svg") == 0
+    assert (tmp_path / "bare.svg").read_text().lstrip().startswith("<?xml")
+    assert run_cli("plot", run.path, "--entity", "day_hour", "--out", "day_hour.jpg") == 2
+    assert "write a .png, .svg or .pdf file" in capsys.readouterr().err
     keys_other, vectors = planted()
     other = publish(tmp_path / "o", "thing", keys_other, vectors)
     assert run_cli("plot", other.path, "--entity", "thing", "--out", tmp_path / "t.png", "--method", "tsne") == 0

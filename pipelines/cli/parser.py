@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 
 from pipelines.core.errors import UsageError
 
@@ -15,6 +17,10 @@ EPILOG = ("Options a command does not know go to Beam's PipelineOptions (--runne
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:   # "neighbours": did you mean neighbors?
+            close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -82,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     _run_dir(projector)
     _entity(projector)
     projector.add_argument("--sample", type=int, default=10000, help="most frequent keys written (default 10000)")
-    plot = command("plot", "2-D picture of an entity as PNG")
+    plot = command("plot", "2-D picture of an entity (PNG, SVG or PDF)")
     _run_dir(plot)
     _entity(plot)
-    plot.add_argument("--out", required=True, metavar="PNG", help="where the picture goes")
+    plot.add_argument("--out", required=True, metavar="FILE", help="where the picture goes: .png, .svg or .pdf")
     plot.add_argument("--method", choices=("pca", "tsne"), default="pca", help="projection (default pca)")
     plot.add_argument("--sample", type=int, default=2000, help="most frequent keys drawn (default 2000)")
 

@@ -56,6 +56,8 @@ def _with_warm_start_flags(args: argparse.Namespace, raw: dict) -> dict:
     if not (args.warm_start or args.freeze):
         return raw
     warm = dict(raw.get("warm_start") or {})
+    if args.freeze and not (args.warm_start or warm.get("from")):
+        raise UsageError("--freeze keeps warm-started rows fixed: say where they come from with --warm-start RUN")
     if args.warm_start:
         try:
             warm["from"] = resolve_run(args.warm_start).path
@@ -129,7 +131,7 @@ def _preprocess(request: RunRequest, console: Console) -> None:
 
 def _train(run: RunDir, console: Console) -> dict:
     config = config_from_dict(run.read_manifest()["config"])
-    with console.stage(run, "train", f"{config.model.kind} model, {len(config.features)} features, "
+    with console.stage(run, "train", f"{config.model.kind} model, {summary.counted(len(config.features), 'feature')}, "
                                      f"{config.model.epochs} epochs at most"):
         from trainer.train import train_run
         metrics = train_run(run)
@@ -142,7 +144,7 @@ def _embed(run: RunDir, beam_args: list[str], console: Console) -> dict:
     from pipelines.tools.align import Aligner
     options = pipeline_options(beam_args)
     config = config_from_dict(run.read_manifest()["config"])
-    with console.stage(run, "embed", f"{len(config.entities)} entities, {runner_name(options)}"):
+    with console.stage(run, "embed", f"{summary.counted(len(config.entities), 'entity', 'entities')}, {runner_name(options)}"):
         from pipelines.stages.embed.pipeline import run_embed
         facts = run_embed(run, options, Aligner.for_config(config, run))
     _done(console, run, "embed", summary.embed_lines(facts))

@@ -2,6 +2,7 @@
 vectors are and what to try next."""
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from pipelines.core import fs
@@ -10,6 +11,11 @@ from pipelines.tools.neighbors import load_entity
 
 SHOWN_REASONS = 3
 COLLISION_WARNING_SHARE = 0.05   # birthday collisions: 57 keys in 1,024 buckets share at 5%
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """ "1 entity", "3 entities"."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def preprocess_lines(facts: dict[str, Any]) -> list[str]:
@@ -72,11 +78,24 @@ def headline(metrics: dict[str, Any]) -> str:
     return "no eval metrics (the eval split is empty)"
 
 
+def baseline_warnings(metrics: dict[str, Any]) -> list[str]:
+    """A warning when the model does no better than its simplest same-run baseline."""
+    checks = (("rmse", "baseline_mean_rmse", "eval RMSE", "predicting the training mean", operator.ge),
+              ("accuracy", "baseline_majority_accuracy", "eval accuracy", "predicting the majority class", operator.le),
+              ("hr@10", "baseline_popularity_hr@10", "eval HR@10", "recommending the most popular", operator.le))
+    for metric, baseline, name, simple, no_better in checks:
+        if metric in metrics and baseline in metrics and no_better(metrics[metric], metrics[baseline]):
+            return [f"warning: {name} {metrics[metric]:.4g} is no better than {simple} ({metrics[baseline]:.4g}): "
+                    "the features may not carry the signal, or the model needs more epochs or data"]
+    return []
+
+
 def train_lines(metrics: dict[str, Any]) -> list[str]:
     epochs = f"{metrics.get('epochs_run', 0)} epochs"
     if metrics.get("best_epoch") and metrics["best_epoch"] != metrics.get("epochs_run"):
         epochs += f", the best ({metrics['best_epoch']}) kept"
     lines = [f"{headline(metrics)}; {epochs}, fit {metrics.get('fit_seconds', 0):.1f} s"]
+    lines += baseline_warnings(metrics)
     warm = metrics.get("warm_start")
     if warm:
         parts = [f"{name} {'copied ' + format(f['rows_copied'], ',') + ' rows' if f['copied'] else 'not copied: ' + f['reason']}"

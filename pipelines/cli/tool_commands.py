@@ -11,6 +11,8 @@ import os
 
 from pipelines.cli.console import Console
 from pipelines.cli.parser import positive
+from pipelines.cli.summary import counted
+from pipelines.core import fs
 from pipelines.core.errors import UsageError
 from pipelines.core.rundir import latest_id, list_runs, resolve_run
 
@@ -25,10 +27,13 @@ def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Conso
         from pipelines.tools.batch_neighbors import run_batch_neighbors
         if not args.output_prefix:
             raise UsageError("--keys-file needs --output-prefix")
+        if not fs.glob(args.keys_file):
+            raise UsageError(f"--keys-file {args.keys_file}: no such file")
         missing = run_batch_neighbors(run, args.entity, args.keys_file, args.output_prefix, args.k, args.exact,
                                       pipeline_options(beam_args))
         if missing:
-            console.line(f"warning: {missing:,} keys of {args.keys_file} are not in {args.entity}")
+            console.line(f"warning: {counted(missing, 'key')} of {args.keys_file} "
+                         f"{'is' if missing == 1 else 'are'} not in {args.entity} (no neighbours written for them)")
         print(f"{args.output_prefix}-*.parquet")
         return 0
     entity = load_entity(run, args.entity)
@@ -86,7 +91,6 @@ def cmd_plot(args: argparse.Namespace, beam_args: list[str], console: Console) -
 
 
 def cmd_runs(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
-    from pipelines.core import fs
     from pipelines.tools.runs import describe, prune_runs
     positive("--keep", args.keep)
     if not fs.isdir(args.output):
@@ -99,6 +103,8 @@ def cmd_runs(args: argparse.Namespace, beam_args: list[str], console: Console) -
             console.line(f"kept {run_id}: in use by a running process")
     latest = latest_id(args.output)
     rows = [describe(run) for run in list_runs(args.output)]
+    if not rows:
+        console.line(f"no runs in {args.output}")
     id_width = max((len(r["run_id"]) for r in rows), default=0)
     status_width = max((len(r["status"]) for r in rows), default=0)
     for facts in rows:
@@ -115,10 +121,14 @@ def cmd_evaluate(args: argparse.Namespace, beam_args: list[str], console: Consol
     run = resolve_run(args.run_dir)
     entity = load_entity(run, args.entity or text_entity(run))
     for path in args.word_pairs:
+        if not fs.exists(path):
+            raise UsageError(f"--word-pairs {path}: no such file (gensim's test data has wordsim353.tsv and "
+                             "simlex999.txt: python -c 'from gensim.test.utils import datapath; "
+                             "print(datapath(\"wordsim353.tsv\"))')")
         try:
             result = word_similarity(entity, read_word_pairs(path))
         except (OSError, ValueError) as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"--word-pairs {path}: {error}") from None
         spearman = f"{result['spearman']:.4f}" if "spearman" in result else "n/a (under 3 pairs)"
         print(f"{path}: Spearman {spearman} over {result['pairs_evaluated']} of {result['pairs']} pairs, "
               f"{result['oov_share']:.1%} out of vocabulary")

@@ -46,7 +46,22 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         close = difflib.get_close_matches(argument.split("=", 1)[0], known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UsageError(f"unrecognized option {argument}{hint}; see `embedpipe run --help`")
+    _check_runner(options.view_as(StandardOptions).runner)
     return options
+
+
+def _check_runner(runner: object) -> None:
+    """A runner named by Beam's short name must be one Beam knows (as Beam resolves it: any case,
+    "Runner" optional); a dotted class path is Beam's to import."""
+    if not isinstance(runner, str) or "." in runner:
+        return
+    known = [path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS]
+    lowered = {name.lower() for name in known}
+    if runner.lower() in lowered or runner.lower() + "runner" in lowered:
+        return
+    close = difflib.get_close_matches(runner, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise UsageError(f"--runner {runner}: not a Beam runner ({hint}known: {', '.join(sorted(set(known)))})")
 
 
 def runner_name(options: PipelineOptions) -> str:
@@ -55,7 +70,8 @@ def runner_name(options: PipelineOptions) -> str:
     if runner:
         return runner if isinstance(runner, str) else type(runner).__name__
     direct = options.view_as(DirectOptions)
-    return f"{LOCAL_RUNNER} ({direct.direct_running_mode}, {direct.direct_num_workers or 1} worker(s))"
+    workers = direct.direct_num_workers or 1
+    return f"{LOCAL_RUNNER} ({direct.direct_running_mode}, {workers} worker{'' if workers == 1 else 's'})"
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:

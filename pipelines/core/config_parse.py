@@ -6,6 +6,7 @@ Anything else is a `ConfigError` that names the key (and suggests the closest kn
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from typing import Any, Mapping
@@ -385,7 +386,11 @@ def _parse_warm_start(section: Section, features: Mapping[str, FeatureConfig]) -
     for key, listed in (("features", names), ("freeze", section.names("freeze"))):
         for name in listed:
             if name not in features or not features[name].is_categorical:
-                raise ConfigError(f"{section.key(key)}: {name!r} is not an embedded feature")
+                embedded = sorted(n for n, f in features.items() if f.is_categorical)
+                close = difflib.get_close_matches(name, embedded, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"{section.key(key)}: {name!r} is not an embedded feature "
+                                  f"({hint}embedded: {', '.join(embedded)})")
     freeze = section.names("freeze")
     if not section.get("trainable", bool, True):
         freeze = names or tuple(n for n, f in features.items() if f.is_categorical)

@@ -34,6 +34,12 @@ TABLE_YEARS = (1900, 2100)
 _DAY = 86400
 
 
+def display_order(value: str) -> tuple:
+    """A sort key showing weekday names Mon..Sun first, then shorter before longer, then by text
+    (so "9" comes before "10")."""
+    return (WEEKDAYS.index(value) if value in WEEKDAYS else len(WEEKDAYS), len(value), value)
+
+
 def split_reference(column: str) -> tuple[str, str | None]:
     """"time.hour" -> ("time", "hour"); a plain column -> (column, None)."""
     base, dot, part = column.rpartition(".")

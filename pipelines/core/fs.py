@@ -68,7 +68,7 @@ class _LocalBackend:
         return sorted(local_glob.glob(_local(pattern)))
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(_local(path), exist_ok=True)
+        os.makedirs(_local(path) or ".", exist_ok=True)   # "": the directory of a bare file name
 
     def remove(self, path: str) -> None:
         path = _local(path)

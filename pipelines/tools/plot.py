@@ -5,7 +5,8 @@ import numpy as np
 
 from pipelines.core import fs
 from pipelines.core.config_parse import config_from_dict
-from pipelines.core.dates import WEEKDAYS
+from pipelines.core.dates import WEEKDAYS, display_order
+from pipelines.core.errors import UsageError
 from pipelines.core.names import split_key
 from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
@@ -69,12 +70,30 @@ def _day_row(part: str) -> int | None:
         return WEEKDAYS.index(part)
     return int(part) - 1 if part.isdigit() and 1 <= int(part) <= 7 else None
 
+
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
+
+def image_format(out: str) -> str:
+    """The picture's format from the file name's extension (PNG when it has none).
+
+    Raises:
+        UsageError: an extension matplotlib is not asked to write here.
+    """
+    name = fs.basename(out)
+    extension = name.rsplit(".", 1)[-1].lower() if "." in name else "png"
+    if extension not in IMAGE_FORMATS:
+        raise UsageError(f"--out {out}: write a .png, .svg or .pdf file")
+    return extension
+
+
 def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: int = 2000, annotate: int = 40,
          size: tuple[int, int] = (1200, 900)) -> str:
-    """A PNG of the entity in 2-D. A cross's keys ("day|hour") are coloured by their first part and
+    """A picture of the entity in 2-D (PNG, SVG or PDF by `out`'s extension; sizes are PNG pixels). A cross's keys ("day|hour") are coloured by their first part and
     annotated with the second (the course's day-of-week x hour-of-day picture); a day-of-week x hour
     cross also gets a 7 x 24 grid coloured by the first principal component, where rush hours and
     nights show at a glance. Other entities are annotated with the labels of their most frequent keys."""
+    fmt = image_format(out)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,7 +111,7 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
     if len(rows) and is_cross_entity(run, entity_name):
         parts = [split_key(entity.keys[r]) for r in rows]
         first = [p[0] for p in parts]
-        groups = sorted(set(first), key=lambda v: (WEEKDAYS.index(v) if v in WEEKDAYS else 7, len(v), v))
+        groups = sorted(set(first), key=display_order)
         colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
         for index, group in enumerate(groups):
             mask = np.array([f == group for f in first])
@@ -109,6 +128,6 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
     axes.set_title(f"{entity_name}: {len(rows)} vectors, {shown}")
     figure.tight_layout()
     with fs.local_target(out) as local:
-        figure.savefig(local, dpi=dpi, format="png")
+        figure.savefig(local, dpi=dpi, format=fmt)
     plt.close(figure)
     return out

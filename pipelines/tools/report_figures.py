@@ -19,6 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from pipelines.core.dates import display_order
+
 # A short font list: SVG text repeats it on every label.
 STYLE = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif",
          "font.sans-serif": ["DejaVu Sans", "Arial"], "axes.spines.top": False,
@@ -185,7 +187,7 @@ def map_figure(points: np.ndarray, labels: dict[int, str], groups: Sequence[str]
         axes.scatter(points[:, 0], points[:, 1], s=5 if raster else 16, alpha=0.6, color=MODEL_COLOUR, linewidths=0,
                      rasterized=raster)
     else:
-        names = sorted(set(groups), key=lambda v: (len(v), v))
+        names = sorted(set(groups), key=display_order)   # Mon..Sun, as `plot` shows them
         colours = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
         for index, name in enumerate(names):
             mask = np.array([g == name for g in groups])

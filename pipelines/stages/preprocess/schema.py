@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from pipelines.core import input_files
 from pipelines.core.config import Config
+from pipelines.core.dates import PARTS
 from pipelines.core.errors import ConfigError
 from pipelines.core.vectors import metadata_type
 
@@ -148,6 +149,11 @@ def _check_columns(config: Config, available: set[str], path: str) -> None:
     shown = ", ".join(sorted(available)[:30])
 
     def missing(key: str, column: str) -> ConfigError:
+        base, _, part = column.rpartition(".")
+        if base in available:   # "time.day_of_wek": a column with a misspelt date part
+            close = difflib.get_close_matches(part, PARTS, n=1)
+            hint = f"did you mean {base}.{close[0]}? " if close else ""
+            return ConfigError(f"{key}: {part!r} is not a date part of {base!r} ({hint}parts: {', '.join(PARTS)})")
         close = difflib.get_close_matches(column, sorted(available), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return ConfigError(f"{key}: column {column!r} is not in {path}{hint} (columns: {shown})")
