@@ -87,7 +87,7 @@ def test_the_local_runner_is_pinned_and_recorded(user_run):
     (["runs", "{run}", "--keep", "0"], "--keep must be at least 1"),
     (["plot", "{run}", "--entity", "day_hour"], "the following arguments are required: --out"),
     (["nonsense"], "invalid choice: 'nonsense'"),
-    (["train", "{out}"], "no complete run yet (no LATEST); name one of its runs: "),
+    (["train", "{out}"], "no complete run yet (no LATEST); its newest runs: "),
     (["run", "{config}", "--freeze", "day_hour"], "--freeze keeps warm-started rows fixed: say where they come from"),
     (["run", "{config}", "--warm-start", "{run}", "--freeze", "dayhour"], "did you mean 'day_hour'?"),
     (["neighbours", "{run}"], "did you mean neighbors?"),
@@ -96,6 +96,7 @@ def test_the_local_runner_is_pinned_and_recorded(user_run):
     (["neighbors", "{run}", "--entity", "day_hour", "--keys-file", "{tmp}/none.txt", "--output-prefix", "{tmp}/x"],
      "none.txt: no such file"),
     (["plot", "{run}", "--entity", "day_hour", "--out", "{tmp}/day_hour.jpg"], "write a .png, .svg or .pdf file"),
+    (["plot", "{run}", "--entity", "day_hour", "--out", "{tmp}/pictures/"], "name a file, not a directory"),
 ])
 def test_usage_errors_are_one_line_and_leave_nothing(user_run, tmp_path, capsys, args, message):
     run, _, _ = user_run

@@ -30,6 +30,7 @@ def test_backend_conformance(tmp_path, kind):
     assert [p.rsplit("/", 1)[-1] for p in backend.glob(fs.join(root, "a", "*.txt"))] == ["y.txt"]
     with backend.open(fs.join(root, "a", "y.txt"), "r") as handle:
         assert handle.read() == "wörld"
+    assert backend.size(fs.join(root, "a", "y.txt")) == len("wörld".encode()) == 6
     assert backend.create_exclusive(fs.join(root, "lock"), b"mine")
     assert not backend.create_exclusive(fs.join(root, "lock"), b"theirs")
     backend.rename(fs.join(root, "a"), fs.join(root, "c"), False)   # a directory moves whole

@@ -1,6 +1,8 @@
 """`embedpipe init` drafts configs that run end to end unedited (issue #16)."""
 from __future__ import annotations
 
+import math
+
 import yaml
 
 from pipelines.tools.draft import feature_for, profile
@@ -98,10 +100,13 @@ def test_drafts_for_event_logs_and_graphs_run_end_to_end(tmp_path, capsys, movie
 
 
 def test_init_errors_for_event_logs_and_graphs(tmp_path, capsys, movielens_sample):
-    for args, message in ((["--sequences", "userId"], "--sequences GROUP ITEM [ORDER]: two or three columns"),
+    for args, message in ((["--sequences", "userId"], "--sequences GROUP ITEM [ORDER]: two or three columns (got 1)"),
                           (["--sequences", "userId", "movieId", "nope"], "--sequences nope: not a column of"),
                           (["--graph", "userId", "movieId", "rating", "year"], "--graph SOURCE TARGET [WEIGHT]"),
-                          (["--label", "rating", "--graph", "userId", "movieId"], "choose one model to draft")):
+                          (["--label", "rating", "--graph", "userId", "movieId"], "choose one model to draft"),
+                          (["--sequences", "userId", "movieId", "title"], "title holds string values such as"),
+                          (["--graph", "userId", "movieId", "title"], "weights must be positive numbers (title holds "
+                                                                      "string values)")):
         assert run_cli("init", movielens_sample, *args) == 2
         assert message in capsys.readouterr().err
     assert run_cli("init", TAXI_SAMPLE, "--sequences", "company", "pickup_community_area") == 0
@@ -109,3 +114,23 @@ def test_init_errors_for_event_logs_and_graphs(tmp_path, capsys, movielens_sampl
     (tmp_path / "baskets.csv").write_text("basket,item\n" + "".join(f"b{i % 7},i{i % 11}\n" for i in range(50)))
     assert run_cli("init", tmp_path / "baskets.csv", "--sequences", "basket", "item") == 2
     assert "no timestamp column to order each group's events" in capsys.readouterr().err
+
+
+def test_document_drafts_size_their_batch_and_allow_for_missing_values(tmp_path, capsys, movielens_sample):
+    import pandas as pd
+    from pipelines.tools.draft_documents import estimated_rows
+    from pipelines.tools.draft import read_data
+    rows = len(pd.read_csv(movielens_sample))
+    whole = read_data(str(movielens_sample), None, 20000)
+    part = read_data(str(movielens_sample), None, 1000)   # 1,000 sampled: the rest estimated from bytes per row
+    assert estimated_rows(whole, 20000) == rows and abs(estimated_rows(part, 1000) / rows - 1) < 0.2
+    pd.read_csv(movielens_sample).to_parquet(tmp_path / "ratings.parquet")
+    assert estimated_rows(read_data(str(tmp_path / "ratings.parquet"), None, 1000), 1000) == rows
+    for sample in ("20000", "1000"):   # the same batch whether the file was read whole or sampled
+        config, _ = drafted(capsys, movielens_sample, "--sequences", "userId", "movieId", "--sample", sample)
+        assert config["model"]["batch_size"] == 2 ** int(math.log2(rows // 20)), sample
+    edges = pd.DataFrame({"source": [f"n{i % 50}" for i in range(400)], "target": [f"n{(i * 7) % 50}" for i in range(400)]})
+    edges.loc[::10, "target"] = None   # 10% of the edges miss a node: allowed for, twice over
+    edges.to_csv(tmp_path / "edges.csv", index=False)
+    config, text = drafted(capsys, tmp_path / "edges.csv", "--graph", "source", "target")
+    assert config["input"]["max_invalid_fraction"] == 0.2 and "10.0% of the sampled rows miss a value" in text

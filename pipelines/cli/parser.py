@@ -18,8 +18,9 @@ EPILOG = ("Options a command does not know go to Beam's PipelineOptions (--runne
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-        if choice:   # "neighbours": did you mean neighbors?
-            close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), n=1)
+        if choice:   # "neighbours": did you mean neighbors? (Python 3.12.8+ leaves the choices unquoted)
+            choices = [name.strip(" '") for name in choice[2].split(",")]
+            close = difflib.get_close_matches(choice[1], choices, n=1)
             message += f"; did you mean {close[0]}?" if close else ""
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 

@@ -144,7 +144,8 @@ def _embed(run: RunDir, beam_args: list[str], console: Console) -> dict:
     from pipelines.tools.align import Aligner
     options = pipeline_options(beam_args)
     config = config_from_dict(run.read_manifest()["config"])
-    with console.stage(run, "embed", f"{summary.counted(len(config.entities), 'entity', 'entities')}, {runner_name(options)}"):
+    entities = summary.counted(len(config.entities), "entity", "entities")
+    with console.stage(run, "embed", f"{entities}, {runner_name(options)}"):
         from pipelines.stages.embed.pipeline import run_embed
         facts = run_embed(run, options, Aligner.for_config(config, run))
     _done(console, run, "embed", summary.embed_lines(facts))

@@ -27,13 +27,13 @@ def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Conso
         from pipelines.tools.batch_neighbors import run_batch_neighbors
         if not args.output_prefix:
             raise UsageError("--keys-file needs --output-prefix")
-        if not fs.glob(args.keys_file):
+        if not (fs.exists(args.keys_file) or fs.glob(args.keys_file)):
             raise UsageError(f"--keys-file {args.keys_file}: no such file")
         missing = run_batch_neighbors(run, args.entity, args.keys_file, args.output_prefix, args.k, args.exact,
                                       pipeline_options(beam_args))
         if missing:
             console.line(f"warning: {counted(missing, 'key')} of {args.keys_file} "
-                         f"{'is' if missing == 1 else 'are'} not in {args.entity} (no neighbours written for them)")
+                         f"{'is' if missing == 1 else 'are'} not in {args.entity}: no neighbours written")
         print(f"{args.output_prefix}-*.parquet")
         return 0
     entity = load_entity(run, args.entity)
@@ -45,12 +45,22 @@ def cmd_neighbors(args: argparse.Namespace, beam_args: list[str], console: Conso
 
 
 def cmd_init(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
-    from pipelines.tools.draft import draft
     positive("--sample", args.sample)
     if bool(args.query) != bool(args.candidate):
         raise UsageError("--query and --candidate go together (a two-tower model needs both towers)")
+    goals = [flag for flag, given in (("--label", args.label), ("--query/--candidate", args.query),
+                                      ("--text", args.text), ("--sequences", args.sequences), ("--graph", args.graph))
+             if given]
+    if len(goals) > 1:
+        raise UsageError(f"{' and '.join(goals)}: choose one model to draft")
+    if args.sequences or args.graph:
+        from pipelines.tools.draft_documents import draft_documents
+        print(draft_documents(args.data, args.format, tuple(args.sequences), tuple(args.graph), args.name,
+                              args.sample), end="")
+        return 0
+    from pipelines.tools.draft import draft
     print(draft(args.data, args.format, args.label, tuple(args.query), tuple(args.candidate), args.text, args.name,
-                args.sample, tuple(args.sequences), tuple(args.graph)), end="")
+                args.sample), end="")
     return 0
 
 

@@ -4,8 +4,9 @@ counters read back.
 Without `--runner`, Beam 2.77's DirectRunner first tries the Prism runner, which downloads a Go
 binary at run time (and falls back to the in-process runner when that fails). embedpipe never
 downloads anything: without `--runner` it runs Beam's in-process FnApiRunner itself (the runner
-every test and benchmark uses), honouring `--direct_num_workers` and `--direct_running_mode`. Any
-`--runner` given passes through untouched.
+every test and benchmark uses), honouring `--direct_num_workers` and `--direct_running_mode`. A
+`--runner` given is checked against the runners Beam knows (short names, as Beam resolves them) and
+passed through; a dotted class path is Beam's to import.
 """
 from __future__ import annotations
 
@@ -53,15 +54,15 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 def _check_runner(runner: object) -> None:
     """A runner named by Beam's short name must be one Beam knows (as Beam resolves it: any case,
     "Runner" optional); a dotted class path is Beam's to import."""
-    if not isinstance(runner, str) or "." in runner:
+    if not isinstance(runner, str) or not runner or "." in runner:
         return
-    known = [path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS]
-    lowered = {name.lower() for name in known}
-    if runner.lower() in lowered or runner.lower() + "runner" in lowered:
+    known = sorted({path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS})
+    short = {name.lower().removesuffix("runner"): name for name in known}
+    if runner.lower().removesuffix("runner") in short:
         return
-    close = difflib.get_close_matches(runner, known, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    raise UsageError(f"--runner {runner}: not a Beam runner ({hint}known: {', '.join(sorted(set(known)))})")
+    close = difflib.get_close_matches(runner.lower().removesuffix("runner"), list(short), n=1)
+    hint = f"did you mean {short[close[0]]}? " if close else ""
+    raise UsageError(f"--runner {runner}: not a Beam runner ({hint}known: {', '.join(known)})")
 
 
 def runner_name(options: PipelineOptions) -> str:

@@ -11,13 +11,12 @@ import math
 import re
 from typing import Any, Mapping
 
-
 from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS,
                                    OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, TASKS, Config, EntityConfig, FeatureConfig,
                                    GraphConfig, InputConfig, ModelConfig, RowFilter, SequencesConfig, SideTableConfig,
                                    SplitConfig, WarmStartConfig)
-from pipelines.core.dates import check_zone, split_reference
 from pipelines.core.config_yaml import Section, parse_yaml, shown
+from pipelines.core.dates import check_zone, split_reference
 from pipelines.core.errors import ConfigError
 
 # Feature names become Keras layer and input names, signature names and vocabulary file names.

@@ -67,6 +67,9 @@ class _LocalBackend:
     def glob(self, pattern: str) -> list[str]:
         return sorted(local_glob.glob(_local(pattern)))
 
+    def size(self, path: str) -> int:
+        return os.path.getsize(_local(path))
+
     def makedirs(self, path: str) -> None:
         os.makedirs(_local(path) or ".", exist_ok=True)   # "": the directory of a bare file name
 
@@ -112,6 +115,9 @@ class _GFileBackend:
 
     def glob(self, pattern: str) -> list[str]:
         return sorted(self._gfile.glob(pattern))
+
+    def size(self, path: str) -> int:
+        return self._gfile.stat(path).length
 
     def makedirs(self, path: str) -> None:
         self._gfile.makedirs(path)
@@ -162,6 +168,9 @@ class _BeamBackend:
 
     def glob(self, pattern: str) -> list[str]:
         return self._match(pattern)
+
+    def size(self, path: str) -> int:
+        return self._fs.match([path])[0].metadata_list[0].size_in_bytes
 
     def makedirs(self, path: str) -> None:
         try:
@@ -257,6 +266,11 @@ def listdir(path: str) -> list[str]:
 def glob(pattern: str) -> list[str]:
     """Paths matching a glob pattern, sorted."""
     return _backend(pattern).glob(pattern)
+
+
+def size(path: str) -> int:
+    """A file's size in bytes."""
+    return _backend(path).size(path)
 
 
 def makedirs(path: str) -> None:

@@ -388,10 +388,10 @@ def resolve_run(path: str) -> RunDir:
         elif not fs.exists(path):
             raise UsageError(f"{path}: no such run directory")
         else:
-            runs = [fs.basename(run.path) for run in list_runs(path)]
+            runs = list_runs(path)
             if runs:   # an output root whose runs have not finished: LATEST names none yet
-                raise UsageError(f"{path}: no complete run yet (no LATEST); name one of its runs: "
-                                 f"{', '.join(fs.join(path, run_id) for run_id in runs[-3:])}")
+                shown = "; ".join(f"{run.path} ({run.status()})" for run in runs[-3:])
+                raise UsageError(f"{path}: no complete run yet (no LATEST); its newest runs: {shown}")
     run = RunDir(path)
     run.read_manifest()  # raises when it is not a run
     return run

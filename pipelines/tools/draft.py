@@ -11,10 +11,8 @@ type by rules a user can read in the drafted YAML's comments:
   nearly unique per row (beyond HASH_SHARE of the rows distinct) -> `hash`, its bucket count a power
   of two above HASH_ROOM x the distinct values, so that few keys share a bucket;
 - left out, with the reason: constant, mostly missing, unique per row, the label.
-Embedding sizes follow the fourth-root rule. An event log (`--sequences`) or an edge list
-(`--graph`) gets item2vec or DeepWalk instead: the item or node ids as one vocabulary, skip-gram
-settings of the shipped examples, and a batch small enough for about STEPS_PER_EPOCH steps an epoch
-on a small file. The draft is validated before it is printed.
+Embedding sizes follow the fourth-root rule. The draft is validated before it is printed. Event
+logs and edge lists: draft_documents.py, on the sampling and rendering helpers here.
 """
 from __future__ import annotations
 
@@ -39,8 +37,6 @@ HASH_ROOM = 4
 RARE_SHARE = 0.3
 TEXT_WORDS = 3.0
 LIST_SEPARATOR = "|"
-STEPS_PER_EPOCH = 20
-DOCUMENT_BATCH = 16384
 _TIME_NAME = re.compile(r"(time|timestamp|date|datetime|_at|_ts)$", re.I)
 _NAME_HINT = re.compile(r"(name|title|label|description)", re.I)
 _ID_HINT = re.compile(r"(^id$|_id$|id$|code|key|tract|zip|number$|_no$)", re.I)
@@ -64,7 +60,7 @@ class Profile:
         return self.rows - self.missing
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -84,7 +80,7 @@ def _number(text: str) -> float | None:
 
 def profile(name: str, raw: list[Any]) -> Profile:
     """The profile of one column's sampled values."""
-    values = [_text(v) for v in raw]
+    values = [text_of(v) for v in raw]
     present = [v for v in values if v != ""]
     counts: dict[str, int] = {}
     for value in present:
@@ -168,7 +164,7 @@ def _categories(spec: dict, column: Profile) -> int:
     return column.distinct + 1
 
 
-def _metadata_for(key: Profile, columns: dict[str, Profile], records: list[dict]) -> list[str]:
+def metadata_for(key: Profile, columns: dict[str, Profile], records: list[dict]) -> list[str]:
     """A readable column naming the key: a string column with a name-like name that holds one value
     per key in the sample."""
     for column in columns.values():
@@ -176,31 +172,34 @@ def _metadata_for(key: Profile, columns: dict[str, Profile], records: list[dict]
             continue
         seen: dict[str, set] = {}
         for record in records:
-            seen.setdefault(_text(record.get(key.name)), set()).add(_text(record.get(column.name)))
+            seen.setdefault(text_of(record.get(key.name)), set()).add(text_of(record.get(column.name)))
         if all(len(values) == 1 for values in seen.values()):
             return [column.name]
     return []
 
 
-def _flow(value: Any) -> str:
+def flow(value: Any) -> str:
     """A value as one line of YAML."""
     if isinstance(value, str):
         return value if re.fullmatch(r"[A-Za-z0-9_./-]+", value) else json.dumps(value)
     return yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False).strip()
 
 
-def draft(path: str, fmt: str | None = None, label: str | None = None, query: tuple[str, ...] = (),
-          candidate: tuple[str, ...] = (), text: str | None = None, name: str | None = None,
-          sample_rows: int = SAMPLE_ROWS, sequences: tuple[str, ...] = (), graph: tuple[str, ...] = ()) -> str:
-    """The commented YAML config for the data at `path` (a file or glob; its first file is sampled).
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """The files a path matches, their format, and the first file's sampled records profiled."""
+    files: list[str]
+    fmt: str
+    records: list[dict]
+    columns: dict[str, Profile]
+    shown: str   # the path as the draft's input.path shows it: the glob, or the one file
 
-    Args:
-        sequences: (group, item) or (group, item, order) columns of an event log: item2vec.
-        graph: (source, target) or (source, target, weight) columns of an edge list: DeepWalk.
+
+def read_data(path: str, fmt: str | None, sample_rows: int) -> Sample:
+    """The sample of `path` (a file or glob; its first file is read).
 
     Raises:
-        UsageError: no model to draft (no --label, --query/--candidate, --text, --sequences or
-            --graph) or more than one, or a named column that is not in the data.
+        UsageError: no file matches, an unknown format, or no rows.
     """
     files = match_files(path)
     fmt = fmt or format_of(files[0])
@@ -210,26 +209,37 @@ def draft(path: str, fmt: str | None = None, label: str | None = None, query: tu
     if not records:
         raise UsageError(f"{files[0]}: no rows to draft a config from")
     names = list(dict.fromkeys(n for record in records for n in record))
-    for flag, wanted in (("--label", [label] if label else []), ("--query", query), ("--candidate", candidate),
-                         ("--text", [text] if text and fmt != "text" else []), ("--sequences", sequences),
-                         ("--graph", graph)):
-        for column in wanted:
-            if column not in names:
-                raise UsageError(f"{flag} {column}: not a column of {files[0]} (columns: {', '.join(names[:30])})")
-    goals = [flag for flag, given in (("--label", label), ("--query/--candidate", query or candidate),
-                                      ("--text", text), ("--sequences", sequences), ("--graph", graph)) if given]
-    if len(goals) > 1:
-        raise UsageError(f"{' and '.join(goals)}: choose one model to draft")
-    if not goals and fmt != "text":
+    columns = {n: profile(n, [record.get(n) for record in records]) for n in names}
+    return Sample(files, fmt, records, columns, files[0] if files[0] == path else path)
+
+
+def check_columns(data: Sample, wanted: tuple[tuple[str, Any], ...]) -> None:
+    """Raises UsageError for a flag's column that is not in the data."""
+    for flag, columns in wanted:
+        for column in columns:
+            if column not in data.columns:
+                raise UsageError(f"{flag} {column}: not a column of {data.files[0]} "
+                                 f"(columns: {', '.join(list(data.columns)[:30])})")
+
+
+def draft(path: str, fmt: str | None = None, label: str | None = None, query: tuple[str, ...] = (),
+          candidate: tuple[str, ...] = (), text: str | None = None, name: str | None = None,
+          sample_rows: int = SAMPLE_ROWS) -> str:
+    """The commented YAML config for the data at `path` (a file or glob; its first file is sampled).
+
+    Raises:
+        UsageError: no model to draft (no --label, --query/--candidate or --text), or a named
+            column that is not in the data.
+    """
+    data = read_data(path, fmt, sample_rows)
+    fmt, records, columns = data.fmt, data.records, data.columns
+    check_columns(data, (("--label", [label] if label else []), ("--query", query), ("--candidate", candidate),
+                         ("--text", [text] if text and fmt != "text" else [])))
+    if not (label or (query and candidate) or text or fmt == "text"):
         raise UsageError("say what to learn: --label COLUMN (supervised), --query COLUMN... --candidate COLUMN... "
                          "(two-tower), --text COLUMN (word embeddings), --sequences GROUP ITEM [ORDER] (item2vec) "
                          "or --graph SOURCE TARGET [WEIGHT] (node embeddings)")
-    columns = {n: profile(n, [record.get(n) for record in records]) for n in names}
-    shown = files[0] if files[0] == path else path
-    if sequences or graph:
-        whole_file = len(records) < sample_rows
-        return _render_documents(shown, fmt, records, columns, sequences, graph, name or _name_of(files[0]),
-                                 whole_file)
+    names = list(columns)
     features: dict[str, tuple[dict, str]] = {}
     left_out: dict[str, str] = {}
     if text or fmt == "text":
@@ -252,12 +262,13 @@ def draft(path: str, fmt: str | None = None, label: str | None = None, query: tu
                 key = f"{column.name}_day_hour" if spec["type"] == "cross" else column.name
                 features[key] = (spec, comment)
     if not features:
-        raise UsageError(f"{files[0]}: no column makes a feature ({'; '.join(f'{k}: {v}' for k, v in left_out.items())})")
-    return _render(shown, fmt, records, columns, features, left_out, label, query, candidate, text,
-                   name or _name_of(files[0]))
+        raise UsageError(f"{data.files[0]}: no column makes a feature "
+                         f"({'; '.join(f'{k}: {v}' for k, v in left_out.items())})")
+    return _render(data.shown, fmt, records, columns, features, left_out, label, query, candidate, text,
+                   name or name_of(data.files[0]))
 
 
-def _name_of(path: str) -> str:
+def name_of(path: str) -> str:
     stem = re.sub(r"\.(csv|tsv|parquet|jsonl|json|ndjson|txt|cor)(\.gz)?$", "", path.rsplit("/", 1)[-1], flags=re.I)
     return re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "data"
 
@@ -266,7 +277,7 @@ def _render(path: str, fmt: str, records: list[dict], columns: dict[str, Profile
             left_out: dict[str, str], label: str | None, query: tuple[str, ...], candidate: tuple[str, ...],
             text: str | None, name: str) -> str:
     embedded = {n: spec for n, (spec, _) in features.items() if spec["type"] != "numeric"}
-    lines = _header(path, fmt, records, name)
+    lines = header(path, fmt, records, name)
     if fmt == "text" and text is None:
         lines.append("  text_column: text")
     lines.append("features:")
@@ -278,7 +289,7 @@ def _render(path: str, fmt: str, records: list[dict], columns: dict[str, Profile
             spec["column"] = source.name
         if fmt == "text" and spec["type"] == "text" and text is None:
             spec["column"] = "text"
-        lines.append(f"  {feature + ':':<{width}} {_flow(spec):<60} # {comment}")
+        lines.append(f"  {feature + ':':<{width}} {flow(spec):<60} # {comment}")
     lines.append("model:")
     if label:
         column = columns[label]
@@ -289,28 +300,29 @@ def _render(path: str, fmt: str, records: list[dict], columns: dict[str, Profile
         dims = {n: _dim(_categories(spec, columns.get(n) or columns[n.removesuffix('_day_hour')]))
                 for n, spec in embedded.items()}
         if dims:
-            lines.append(f"  embeddings: {_flow(dims)}   # the fourth root of each feature's categories")
+            lines.append(f"  embeddings: {flow(dims)}   # the fourth root of each feature's categories")
     elif query:
-        lines += ["  kind: two_tower", f"  query: {_flow(list(query))}", f"  candidate: {_flow(list(candidate))}"]
+        lines += ["  kind: two_tower", f"  query: {flow(list(query))}", f"  candidate: {flow(list(candidate))}"]
     else:
         lines += ["  kind: skipgram", "  embedding_dim: 100"]
     lines.append("entities:")
     entity_features = [query[0], candidate[0]] if query else list(embedded)
     for feature in entity_features:
         key = columns.get(feature)
-        metadata = _metadata_for(key, columns, records) if key is not None else []
+        metadata = metadata_for(key, columns, records) if key is not None else []
         entity = {"name": feature, "key": feature, **({"metadata": metadata} if metadata else {})}
-        lines.append(f"  - {_flow(entity)}")
-    return _finish(lines, name, left_out)
+        lines.append(f"  - {flow(entity)}")
+    return finish(lines, name, left_out)
 
 
-def _header(path: str, fmt: str, records: list[dict], name: str) -> list[str]:
+def header(path: str, fmt: str, records: list[dict], name: str) -> list[str]:
+    """The draft's first lines: where it came from, its name, and the input section's path and format."""
     return [f"# Drafted by `embedpipe init` from the first {len(records):,} rows of {path}.",
             "# Every key, its default and an example: docs/config.md. Run it: embedpipe run <this file>",
-            f"name: {name}", "input:", f"  path: {_flow(path)}", f"  format: {fmt}"]
+            f"name: {name}", "input:", f"  path: {flow(path)}", f"  format: {fmt}"]
 
 
-def _finish(lines: list[str], name: str, left_out: dict[str, str]) -> str:
+def finish(lines: list[str], name: str, left_out: dict[str, str]) -> str:
     """The output key and the left-out columns appended; the draft validated."""
     lines.append(f"output: runs/{name}")
     if left_out:
@@ -321,55 +333,6 @@ def _finish(lines: list[str], name: str, left_out: dict[str, str]) -> str:
     return text_out
 
 
-def _commented(line: str, comment: str) -> str:
+def commented(line: str, comment: str) -> str:
+    """A YAML line with its comment in the drafts' comment column."""
     return f"{line:<40} # {comment}"
-
-
-def _order_column(columns: dict[str, Profile], taken: tuple[str, ...]) -> str:
-    """The first timestamp column not among `taken`: what orders an event log's events."""
-    found = [c.name for c in columns.values() if c.kind == "timestamp" and c.name not in taken]
-    if not found:
-        raise UsageError(f"--sequences {' '.join(taken)}: no timestamp column to order each group's events; "
-                         "name the ordering column third (--sequences GROUP ITEM ORDER)")
-    return found[0]
-
-
-def _render_documents(path: str, fmt: str, records: list[dict], columns: dict[str, Profile],
-                      sequences: tuple[str, ...], graph: tuple[str, ...], name: str, whole_file: bool) -> str:
-    """item2vec over an event log, or DeepWalk over an edge list."""
-    if len(sequences or graph) not in (2, 3):
-        flag = "--sequences GROUP ITEM [ORDER]" if sequences else "--graph SOURCE TARGET [WEIGHT]"
-        raise UsageError(f"{flag}: two or three columns (got {len(sequences or graph)})")
-    lines = _header(path, fmt, records, name)
-    if sequences:
-        group, item = sequences[:2]
-        order = sequences[2] if len(sequences) == 3 else _order_column(columns, (group, item))
-        used, feature = {group, item, order}, item
-        spec, comment = vocabulary_for(columns[item])
-        lines += ["sequences:", f"  group_by: {_flow(group)}",
-                  _commented(f"  order_by: {_flow(order)}", "Unix seconds or ISO 8601 date-times"),
-                  f"  item: {_flow(item)}",
-                  _commented("  # max_gap: 1800", "seconds between events that start a new session (default: none)")]
-        tokens = len(records)
-        metadata = _metadata_for(columns[item], columns, records)
-        model = [_commented("  window: 20", "items of a sequence are related however far apart")]
-    else:
-        used, feature = set(graph), "node"
-        spec, comment = {"type": "vocabulary"}, "the node ids of both columns"
-        lines += ["graph:", f"  source: {_flow(graph[0])}", f"  target: {_flow(graph[1])}",
-                  *([f"  weight: {_flow(graph[2])}"] if len(graph) == 3 else []),
-                  _commented("  directed: false", "true: walks follow edges from source to target only"),
-                  "  walks_per_node: 10", "  walk_length: 40"]
-        nodes = len({_text(r.get(c)) for r in records for c in graph[:2]})
-        tokens, metadata = nodes * 10 * 40, []
-        model = [_commented("  subsample: 1.0", "walks visit nodes by their degree already: keep every step")]
-    batch = DOCUMENT_BATCH if not whole_file else \
-        max(256, min(DOCUMENT_BATCH, 2 ** int(math.log2(max(tokens // STEPS_PER_EPOCH, 1)))))
-    why = "tokens a step" if not whole_file else f"tokens a step: about {STEPS_PER_EPOCH}+ steps an epoch here"
-    lines += ["features:", _commented(f"  {feature}: {_flow(spec)}", comment), "model:", "  kind: skipgram",
-              "  embedding_dim: 64", *model, f"  epochs: {10 if sequences else 5}",
-              _commented(f"  batch_size: {batch}", why), "entities:",
-              f"  - {_flow({'name': feature, 'key': feature, **({'metadata': metadata} if metadata else {})})}"]
-    flag = "--sequences" if sequences else "--graph"
-    left_out = {n: f"not one of the {flag} columns" for n in columns if n not in used and n not in metadata}
-    return _finish(lines, name, left_out)

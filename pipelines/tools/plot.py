@@ -11,6 +11,8 @@ from pipelines.core.names import split_key
 from pipelines.core.rundir import RunDir
 from pipelines.tools.neighbors import load_entity
 
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
 
 def principal_components(vectors: np.ndarray, n: int) -> np.ndarray:
     """[rows, dim] -> [rows, n]: the coordinates on the first `n` principal components (numpy SVD)."""
@@ -71,16 +73,15 @@ def _day_row(part: str) -> int | None:
     return int(part) - 1 if part.isdigit() and 1 <= int(part) <= 7 else None
 
 
-IMAGE_FORMATS = ("png", "svg", "pdf")
-
-
 def image_format(out: str) -> str:
     """The picture's format from the file name's extension (PNG when it has none).
 
     Raises:
         UsageError: an extension matplotlib is not asked to write here.
     """
-    name = fs.basename(out)
+    name = fs.basename(out) if not out.endswith("/") else ""
+    if not name:
+        raise UsageError(f"--out {out}: name a file, not a directory")
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else "png"
     if extension not in IMAGE_FORMATS:
         raise UsageError(f"--out {out}: write a .png, .svg or .pdf file")
@@ -89,10 +90,12 @@ def image_format(out: str) -> str:
 
 def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: int = 2000, annotate: int = 40,
          size: tuple[int, int] = (1200, 900)) -> str:
-    """A picture of the entity in 2-D (PNG, SVG or PDF by `out`'s extension; sizes are PNG pixels). A cross's keys ("day|hour") are coloured by their first part and
-    annotated with the second (the course's day-of-week x hour-of-day picture); a day-of-week x hour
-    cross also gets a 7 x 24 grid coloured by the first principal component, where rush hours and
-    nights show at a glance. Other entities are annotated with the labels of their most frequent keys."""
+    """A picture of the entity in 2-D: PNG, SVG or PDF by `out`'s extension (sizes in PNG pixels).
+
+    A cross's keys ("day|hour") are coloured by their first part and annotated with the second (the
+    course's day-of-week x hour-of-day picture); a day-of-week x hour cross also gets a 7 x 24 grid
+    coloured by the first principal component, where rush hours and nights show at a glance. Other
+    entities are annotated with the labels of their most frequent keys."""
     fmt = image_format(out)
     import matplotlib
     matplotlib.use("Agg")

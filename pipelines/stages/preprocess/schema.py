@@ -150,10 +150,12 @@ def _check_columns(config: Config, available: set[str], path: str) -> None:
 
     def missing(key: str, column: str) -> ConfigError:
         base, _, part = column.rpartition(".")
-        if base in available:   # "time.day_of_wek": a column with a misspelt date part
+        if base in available and part not in PARTS:   # "time.day_of_wek": a column with a misspelt date part
             close = difflib.get_close_matches(part, PARTS, n=1)
             hint = f"did you mean {base}.{close[0]}? " if close else ""
             return ConfigError(f"{key}: {part!r} is not a date part of {base!r} ({hint}parts: {', '.join(PARTS)})")
+        if base in available:
+            return ConfigError(f"{key}: {column!r} is a date part; only features read date parts of a timestamp")
         close = difflib.get_close_matches(column, sorted(available), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return ConfigError(f"{key}: column {column!r} is not in {path}{hint} (columns: {shown})")
