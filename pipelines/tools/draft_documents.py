@@ -11,6 +11,7 @@ positive numbers, are refused; rows missing a value are allowed for in `input.ma
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pyarrow.parquet as pq
 
@@ -30,6 +31,16 @@ MOSTLY_MISSING = 0.5
 ORDER_KINDS = ("timestamp", "integer", "number")
 
 
+class Model(NamedTuple):
+    """What an event log or an edge list makes of the draft."""
+    section: list[str]          # the sequences: or graph: lines
+    feature: str                # the one feature (and entity): the item or node ids
+    spec: tuple[dict, str]      # its feature spec and the comment saying why
+    used: set[str]              # the columns the model reads
+    tokens: int                 # tokens an epoch, estimated
+    settings: list[str]         # model: lines beyond the shared ones
+
+
 def draft_documents(path: str, fmt: str | None = None, sequences: tuple[str, ...] = (),
                     graph: tuple[str, ...] = (), name: str | None = None, sample_rows: int = SAMPLE_ROWS) -> str:
     """The commented YAML config of item2vec (`sequences`: GROUP ITEM [ORDER]) or DeepWalk (`graph`:
@@ -46,21 +57,19 @@ def draft_documents(path: str, fmt: str | None = None, sequences: tuple[str, ...
     data = read_data(path, fmt, sample_rows)
     check_columns(data, ((flag, wanted),))
     rows = estimated_rows(data, sample_rows)
-    if sequences:
-        section, feature, spec, used, tokens, model = _sequences(data, sequences, rows)
-        metadata = metadata_for(data.columns[feature], data.columns, data.records)
-    else:
-        section, feature, spec, used, tokens, model = _graph(data, graph, rows)
-        metadata = []
-    entity = {"name": feature, "key": feature, **({"metadata": metadata} if metadata else {})}
+    model = _sequences(data, sequences, rows) if sequences else _graph(data, graph, rows)
+    metadata = metadata_for(data.columns[model.feature], data.columns, data.records) if sequences else []
+    entity = {"name": model.feature, "key": model.feature, **({"metadata": metadata} if metadata else {})}
+    tokens = model.tokens
     batch = max(MIN_BATCH, min(DOCUMENT_BATCH, 2 ** int(math.log2(max(tokens // STEPS_PER_EPOCH, 1)))))
-    lines = header(data.shown, data.fmt, data.records, name or name_of(data.files[0])) + _invalid_allowance(data, used)
-    lines += [*section, "features:", commented(f"  {feature}: {flow(spec[0])}", spec[1]), "model:", "  kind: skipgram",
-              "  embedding_dim: 64", *model, f"  epochs: {10 if sequences else 5}",
+    lines = header(data.shown, data.fmt, data.records, name or name_of(data.files[0]))
+    lines += _invalid_allowance(data, model.used) + model.section
+    lines += ["features:", commented(f"  {model.feature}: {flow(model.spec[0])}", model.spec[1]), "model:",
+              "  kind: skipgram", "  embedding_dim: 64", *model.settings, f"  epochs: {10 if sequences else 5}",
               commented(f"  batch_size: {batch}", f"tokens a step: about {max(tokens // batch, 1):,} steps an epoch "
                                                    f"over about {tokens:,} tokens"),
               "entities:", f"  - {flow(entity)}"]
-    left_out = {n: f"not one of the {flag} columns" for n in data.columns if n not in used and n not in metadata}
+    left_out = {n: f"not one of the {flag} columns" for n in data.columns if n not in model.used and n not in metadata}
     return finish(lines, name or name_of(data.files[0]), left_out)
 
 
@@ -97,7 +106,7 @@ def _invalid_allowance(data: Sample, used: set[str]) -> list[str]:
                       f"{share:.1%} of the sampled rows miss a value the model reads: they go to invalid/")]
 
 
-def _sequences(data: Sample, columns: tuple[str, ...], rows: int) -> tuple:
+def _sequences(data: Sample, columns: tuple[str, ...], rows: int) -> Model:
     group, item = columns[:2]
     order = columns[2] if len(columns) == 3 else _order_column(data.columns, (group, item))
     kind = data.columns[order].kind
@@ -109,8 +118,8 @@ def _sequences(data: Sample, columns: tuple[str, ...], rows: int) -> tuple:
                commented(f"  order_by: {flow(order)}", "Unix seconds or ISO 8601 date-times"),
                f"  item: {flow(item)}",
                commented("  # max_gap: 1800", "seconds between events that start a new session (default: none)")]
-    model = [commented("  window: 20", "items of a sequence are related however far apart")]
-    return section, item, vocabulary_for(data.columns[item]), {group, item, order}, rows, model
+    settings = [commented("  window: 20", "items of a sequence are related however far apart")]
+    return Model(section, item, vocabulary_for(data.columns[item]), {group, item, order}, rows, settings)
 
 
 def _order_column(columns: dict[str, Profile], taken: tuple[str, ...]) -> str:
@@ -122,7 +131,7 @@ def _order_column(columns: dict[str, Profile], taken: tuple[str, ...]) -> str:
     return found[0]
 
 
-def _graph(data: Sample, columns: tuple[str, ...], rows: int) -> tuple:
+def _graph(data: Sample, columns: tuple[str, ...], rows: int) -> Model:
     if len(columns) == 3:
         weight = data.columns[columns[2]]
         if weight.kind not in ("integer", "number") or weight.low <= 0:
@@ -135,6 +144,6 @@ def _graph(data: Sample, columns: tuple[str, ...], rows: int) -> tuple:
                f"  walks_per_node: {WALKS_PER_NODE}", f"  walk_length: {WALK_LENGTH}"]
     sampled_nodes = {text_of(r.get(c)) for r in data.records for c in columns[:2]} - {""}
     nodes = round(len(sampled_nodes) * rows / len(data.records))   # at the sample's mean degree
-    model = [commented("  subsample: 1.0", "walks visit nodes by their degree already: keep every step")]
-    return (section, "node", ({"type": "vocabulary"}, "the node ids of both columns"), set(columns),
-            nodes * WALKS_PER_NODE * WALK_LENGTH, model)
+    settings = [commented("  subsample: 1.0", "walks visit nodes by their degree already: keep every step")]
+    return Model(section, "node", ({"type": "vocabulary"}, "the node ids of both columns"), set(columns),
+                 nodes * WALKS_PER_NODE * WALK_LENGTH, settings)
