@@ -96,3 +96,23 @@ def test_neighbors_command(movielens_run, capsys):
     assert "Toy Story (1995)" not in "".join(lines[2:])
     assert run_cli("neighbors", movielens_run, "--entity", "movie", "--key", "No Such Movie", "-k", "5") == 2
     assert run_cli("neighbors", movielens_run, "--entity", "nothing", "--key", "1") == 2
+
+
+def test_keys_never_seen_in_training_are_counted_and_named_in_the_terminal():
+    import apache_beam as beam
+    import pyarrow as pa
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    from pipelines.cli.summary import embed_lines
+    from pipelines.core.beam_runner import read_counters
+    from pipelines.stages.embed.pipeline import count_untrained
+    tables = [pa.table({"key": ["a", "b", "c"], "count": [3, 0, 1]}), pa.table({"key": ["d"], "count": [0]})]
+    pipeline = TestPipeline()
+    rows = (pipeline | beam.Create(tables) | beam.Map(count_untrained, "user")
+            | beam.Map(lambda table: table.num_rows))
+    assert_that(rows, equal_to([3, 1]))   # the tables pass through whole
+    counters = read_counters(pipeline.run(), ("untrained_keys_user",))
+    assert counters["untrained_keys_user"] == 2
+    lines = embed_lines({"entities": {"user": 4}, "untrained_keys": {"user": 2}})
+    assert lines[1] == ("warning: user: 2 keys never seen in training (count 0, e.g. only in eval rows): their vectors "
+                        "are the initial random ones")

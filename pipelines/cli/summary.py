@@ -112,6 +112,10 @@ def embed_lines(facts: dict[str, Any]) -> list[str]:
             shown = ", ".join(repr(k) for k in examples.get(name, []))
             lines.append(f"warning: {name}: {count:,} keys left out: outside the vocabulary (seen only in eval "
                          f"rows, below frequency_threshold or beyond top_k), e.g. {shown}")
+    for name, count in facts.get("untrained_keys", {}).items():
+        if count:
+            lines.append(f"warning: {name}: {counted(count, 'key')} never seen in training (count 0, e.g. only in "
+                         "eval rows): their vectors are the initial random ones")
     for name, found in facts.get("collisions", {}).items():
         if found["share"] > COLLISION_WARNING_SHARE:
             example = f", e.g. {found['examples'][0]}" if found["examples"] else ""

@@ -243,6 +243,13 @@ class EmbeddingParquetSink(filebasedsink.FileBasedSink):
         super().close(handle)
 
 
+def count_untrained(table: pa.Table, entity: str) -> pa.Table:
+    """Counts the batch's keys never seen in training (count 0: their vectors are still the initial ones)."""
+    untrained = pc.sum(pc.equal(table.column("count"), 0)).as_py() or 0
+    Metrics.counter(COUNTER_NAMESPACE, f"untrained_keys_{entity}").inc(untrained)
+    return table
+
+
 class EmbedEntities(beam.PTransform):
     """Every entity's rows -> RunInference -> `embeddings/<entity>/part-*.parquet` in the staged run."""
 
@@ -255,6 +262,7 @@ class EmbedEntities(beam.PTransform):
     def expand(self, pipeline: beam.Pipeline) -> dict[str, beam.PCollection]:
         tagged = [pipeline
                   | f"ReadEntityRows[{plan.name}]" >> ReadEntityRows(self._run.entity_table_dir(plan.name), plan)
+                  | f"CountUntrained[{plan.name}]" >> beam.Map(count_untrained, plan.name)
                   | f"TagEntity[{plan.name}]" >> beam.Map(lambda table, name: (name, table), plan.name)
                   for plan in self._plans]
         embedded = (tagged | "FlattenEntities" >> beam.Flatten()
@@ -334,6 +342,7 @@ def run_embed(run: RunDir, options: PipelineOptions, align: Aligner | None = Non
         info["entities"] = {p.name: counters[f"entities_{p.name}"] for p in plans}
         info["dropped_keys"] = {p.name: counters.get(f"dropped_keys_{p.name}", 0) for p in plans}
         info["dropped_key_examples"] = dropped_key_examples(result)
+        info["untrained_keys"] = {p.name: counters.get(f"untrained_keys_{p.name}", 0) for p in plans}
         hashed = [p for p in plans if p.feature.is_hashed]
         if hashed:
             info["collisions"] = {p.name: collision_facts(json.loads(fs.read_text(fs.join(staged.join("collisions"), p.name))),
