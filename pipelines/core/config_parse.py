@@ -45,7 +45,7 @@ def _parse_input(section: Section) -> InputConfig:
         check_zone(time_zone)
     except ValueError as error:
         raise ConfigError(f"{section.key('time_zone')}: {error}") from None
-    fraction = section.get("max_invalid_fraction", float, 0.01)
+    fraction = section.get("max_invalid_fraction", float, InputConfig.max_invalid_fraction)
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"{section.key('max_invalid_fraction')}: must be between 0 and 1, got {fraction}")
     delimiter = section.get("delimiter", str, ",")

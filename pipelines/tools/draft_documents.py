@@ -16,6 +16,7 @@ from typing import NamedTuple
 import pyarrow.parquet as pq
 
 from pipelines.core import fs
+from pipelines.core.config import InputConfig
 from pipelines.core.errors import UsageError
 from pipelines.tools.draft import (SAMPLE_ROWS, Profile, Sample, check_columns, commented, finish, flow, header,
                                    metadata_for, name_of, read_data, text_of, vocabulary_for)
@@ -26,7 +27,6 @@ DOCUMENT_BATCH = 16384
 WALKS_PER_NODE = 10
 WALK_LENGTH = 40
 GZIP_RATIO = 4            # text shrinks about this much in gzip: a .gz file's bytes count this many times
-DEFAULT_MAX_INVALID = 0.01
 MOSTLY_MISSING = 0.5
 ORDER_KINDS = ("timestamp", "integer", "number")
 
@@ -62,7 +62,8 @@ def draft_documents(path: str, fmt: str | None = None, sequences: tuple[str, ...
     entity = {"name": model.feature, "key": model.feature, **({"metadata": metadata} if metadata else {})}
     tokens = model.tokens
     batch = max(MIN_BATCH, min(DOCUMENT_BATCH, 2 ** int(math.log2(max(tokens // STEPS_PER_EPOCH, 1)))))
-    lines = header(data.shown, data.fmt, data.records, name or name_of(data.files[0]))
+    name = name or name_of(data.files[0])
+    lines = header(data.shown, data.fmt, data.records, name)
     lines += _invalid_allowance(data, model.used) + model.section
     lines += ["features:", commented(f"  {model.feature}: {flow(model.spec[0])}", model.spec[1]), "model:",
               "  kind: skipgram", "  embedding_dim: 64", *model.settings, f"  epochs: {10 if sequences else 5}",
@@ -70,7 +71,7 @@ def draft_documents(path: str, fmt: str | None = None, sequences: tuple[str, ...
                                                    f"over about {tokens:,} tokens"),
               "entities:", f"  - {flow(entity)}"]
     left_out = {n: f"not one of the {flag} columns" for n in data.columns if n not in model.used and n not in metadata}
-    return finish(lines, name or name_of(data.files[0]), left_out)
+    return finish(lines, name, left_out)
 
 
 def estimated_rows(data: Sample, sample_rows: int) -> int:
@@ -99,7 +100,7 @@ def _invalid_allowance(data: Sample, used: set[str]) -> list[str]:
     if share > MOSTLY_MISSING:
         raise UsageError(f"{', '.join(sorted(used))}: {share:.0%} of the sampled rows miss one of them; "
                          "too few rows would be left")
-    if share * 2 <= DEFAULT_MAX_INVALID:
+    if share * 2 <= InputConfig.max_invalid_fraction:   # the default allows it
         return []
     allowed = min(MOSTLY_MISSING, math.ceil(round(share * 200, 6)) / 100)   # twice the share, in whole percent
     return [commented(f"  max_invalid_fraction: {allowed}",
