@@ -13,17 +13,21 @@ walk; nothing else) on the in-process runner, beside two single-process referenc
 run: the plain-Python walker of the DeepWalk baseline, and the same NumPy walk kernel embedpipe
 uses, called directly on the graph. Memory: the whole preprocess stage (walks through tf.Transform
 to TFRecords) on graphs of the same nodes and walks with more and more edges, each in its own
-process; peak RSS from the kernel's accounting of the finished process (`wait4`).
+process; peak RSS from the kernel's accounting of the finished process (`wait4`); `--before` runs
+them with the code of another checkout too, side by side.
 
     python benchmarks/graph.py [--nodes 100000] [--memory-degrees 5,20,40] [--out benchmarks/out/graph]
+                               [--before CHECKOUT] [--memory-only]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import pathlib
 import random
+import shutil
 import sys
 import time
 
@@ -99,33 +103,40 @@ def quality(keys: list[str], vectors: np.ndarray, communities: pd.Series, held_o
             "auc": float(roc_auc_score(labels, np.concatenate([positives, negatives])))}
 
 
-def beam_walk_seconds(config: dict) -> tuple[float, int]:
-    """Seconds of embedpipe's walk generation alone (its Beam transforms: read, type, graph, one pass of
-    walks; in-process runner) and the walks it made."""
+def beam_walk_seconds(config: dict, out: pathlib.Path) -> tuple[float, int]:
+    """Seconds of embedpipe's walk generation alone (its two Beam jobs, in-process runner: read and type
+    the rows, build and save the graph; one pass of walks) and the walks it made."""
     import apache_beam as beam
+    from apache_beam.utils import shared
     from pipelines.core.beam_runner import make_pipeline, pipeline_options, read_counters, run_pipeline
     from pipelines.core.config_parse import config_from_dict
-    from pipelines.stages.preprocess.graph import BuildGraph, WalkFromEveryNode
+    from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, WalkFromEveryNode
     from pipelines.stages.preprocess.pipeline import DecodeAndSplitRows, ReadRawRows
     from pipelines.stages.preprocess.schema import inspect_input
     parsed = config_from_dict(config)
     schema = inspect_input(parsed)
+    path = str(out / "walk-graph")
+    shutil.rmtree(path, ignore_errors=True)   # a graph's directory holds one file per shard
     started = time.perf_counter()
-    pipeline = make_pipeline(pipeline_options([]))
-    rows = pipeline | ReadRawRows(parsed, schema) | DecodeAndSplitRows(parsed, schema)
-    walks = rows.train | BuildGraph(parsed.graph) | WalkFromEveryNode(parsed, count=True)
+    building = make_pipeline(pipeline_options([]))
+    passes = [building | f"Read{i}" >> ReadRawRows(parsed, schema)
+              | f"Decode{i}" >> DecodeAndSplitRows(parsed, schema, count=i == 0) for i in range(2)]
+    _ = EdgePasses(passes[0].train, passes[1].train) | BuildGraph(parsed.graph, path)
+    nodes = read_counters(run_pipeline(building))["nodes"]
+    walking = make_pipeline(pipeline_options([]))
+    walks = walking | WalkFromEveryNode(parsed, path, nodes, shared.Shared(), count=True)
     _ = (walks.train, walks.eval) | beam.Flatten() | beam.Map(lambda batch: batch.num_rows)
-    counts = read_counters(run_pipeline(pipeline))
+    counts = read_counters(run_pipeline(walking))
     return time.perf_counter() - started, counts["documents_train"] + counts["documents_eval"]
 
 
 def numpy_walk_seconds(edges: pd.DataFrame, config: dict) -> tuple[float, int]:
     """Seconds of the NumPy walk kernel called directly on the graph (one process, no Beam)."""
     import pyarrow as pa
-    from pipelines.stages.preprocess.walks import build_graph, merge_edges, random_walks, walk_documents
-    table = pa.table({"source": pa.array(edges.source, pa.string()), "target": pa.array(edges.target, pa.string()),
-                      "weight": np.ones(len(edges)), "rows": np.ones(len(edges), np.int64)})
-    graph = build_graph(merge_edges([table]), directed=False, weighted=False)
+    from pipelines.stages.preprocess.adjacency import graph_from_edges
+    from pipelines.stages.preprocess.walks import random_walks, walk_documents
+    graph = graph_from_edges(pa.array(edges.source, pa.string()), pa.array(edges.target, pa.string()), None,
+                             directed=False)
     walk = config["graph"]
     started = time.perf_counter()
     starts = np.tile(np.arange(graph.nodes), walk["walks_per_node"])
@@ -134,30 +145,61 @@ def numpy_walk_seconds(edges: pd.DataFrame, config: dict) -> tuple[float, int]:
     return time.perf_counter() - started, len(starts)
 
 
-def memory_runs(nodes: int, communities: int, degrees: list[float], out: pathlib.Path) -> list[tuple]:
-    """(edges, walks, nodes walked, preprocess seconds, peak RSS MiB) of the preprocess stage on graphs of
-    `nodes` nodes with these average degrees, each in its own process.
+def write_edges(path: pathlib.Path, nodes: int, communities: int, degree: float) -> None:
+    """A planted partition of `nodes` nodes with this average degree, as a CSV edge list."""
+    from pipelines.tools.datasets import planted_partition
+    edges, _ = planted_partition(nodes, communities, degree_in=degree * 0.8, degree_out=degree * 0.2)
+    edges.to_csv(path, index=False)
+
+
+def memory_runs(nodes: int, communities: int, degrees: list[float], out: pathlib.Path,
+                trees: dict[str, pathlib.Path]) -> list[tuple]:
+    """(edges, walks, nodes walked, {tree: (preprocess seconds, peak RSS MiB)}) of the preprocess stage on
+    graphs of `nodes` nodes with these average degrees, with the code of each of `trees`, each run in
+    its own process.
 
     Run before this process grows: a child's peak RSS counts the pages it shared with its parent
     when it was forked (Linux keeps the high-water mark across exec).
     """
-    from pipelines.tools.datasets import planted_partition
     memory = []
     for degree in degrees:
-        grown, _ = planted_partition(nodes, communities, degree_in=degree * 0.8, degree_out=degree * 0.2)
         path = out / f"edges-{degree:g}.csv"
-        grown.to_csv(path, index=False)
         config_path = out / f"graph-{degree:g}.yaml"
         config_path.write_text(yaml.safe_dump(settings(path)))
-        del grown
-        _, rss = measured(embedpipe("preprocess", str(config_path), "--output", str(out / "memory"),
-                                    "--run-id", f"d{degree:g}", "--overwrite"), out / f"preprocess-{degree:g}.log")
-        facts = stage_facts(out / "memory" / f"d{degree:g}", "preprocess")
+        # Drawn in a process of its own: this one must stay small (see above).
+        writer = multiprocessing.get_context("spawn").Process(target=write_edges,
+                                                              args=(path, nodes, communities, degree))
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0:
+            raise SystemExit(f"drawing the graph of degree {degree:g} failed")
+        runs = {}
+        for name, tree in trees.items():
+            run_id = f"{name}-d{degree:g}"
+            _, rss = measured(embedpipe("preprocess", str(config_path), "--output", str(out / "memory"),
+                                        "--run-id", run_id, "--overwrite"), out / f"preprocess-{run_id}.log", tree)
+            facts = stage_facts(out / "memory" / run_id, "preprocess")
+            runs[name] = (facts["seconds"], rss)
         counts = facts["counts"]
         memory.append((counts["rows_valid"], counts["documents_train"] + counts["documents_eval"],
-                       counts["walk_tokens"], facts["seconds"], rss))
+                       counts["walk_tokens"], runs))
         path.unlink()
     return memory
+
+
+def print_memory(memory: list[tuple], nodes: int) -> None:
+    """The memory runs' table: per code tree, preprocess seconds and peak RSS, and the growth per million edges."""
+    names = list(memory[0][3])
+    print(f"\nGraph preprocess peak memory as edges grow ({nodes:,} nodes, the same walks; each in its own process)")
+    print("| edges | nodes walked | " + " | ".join(f"{name}: seconds | {name}: peak RSS MiB" for name in names) + " |")
+    print("| --- | --- | " + " | ".join("--- | ---" for _ in names) + " |")
+    for size, _, tokens, runs in memory:
+        print(f"| {size:,} | {tokens:,} | " + " | ".join(f"{runs[n][0]:.1f} | {runs[n][1]:,.0f}" for n in names) + " |")
+    (small, *_, small_runs), (large, *_, large_runs) = memory[0], memory[-1]
+    if large > small:
+        growth = ", ".join(f"{name} {(large_runs[name][1] - small_runs[name][1]) / (large - small) * 1e6:,.0f}"
+                           for name in names)
+        print(f"Peak RSS growth per million edges (MiB): {growth}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,13 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=100_000)
     parser.add_argument("--memory-degrees", default="5,20,40", help="average degrees of the memory runs")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out" / "graph")
+    parser.add_argument("--before", type=pathlib.Path,
+                        help="another checkout (an earlier commit) whose preprocess runs the memory runs too")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory runs")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pipelines import cli
     from pipelines.tools.datasets import planted_partition
     args.out.mkdir(parents=True, exist_ok=True)
     communities_count = max(2, args.nodes // COMMUNITY_SIZE)
-    memory = memory_runs(args.nodes, communities_count, [float(d) for d in args.memory_degrees.split(",")], args.out)
+    trees = {"now": ROOT, **({"before": args.before.resolve()} if args.before else {})}
+    memory = memory_runs(args.nodes, communities_count, [float(d) for d in args.memory_degrees.split(",")], args.out,
+                         trees)
+    if args.memory_only:
+        print_memory(memory, args.nodes)
+        return 0
     edges, communities = planted_partition(args.nodes, communities_count, degree_in=8.0, degree_out=2.0)
     cut = int(len(edges) * (1 - HELD_OUT))
     train, held_out = edges.iloc[:cut], edges.iloc[cut:]   # the edges come shuffled
@@ -208,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {row['purity']:.3f} | {row['auc']:.3f} | {row['seconds']:.1f} | {row['words_per_second']:,.0f} |")
 
     numpy_seconds, count = numpy_walk_seconds(train, config)
-    beam_seconds, beam_count = beam_walk_seconds(config)
+    beam_seconds, beam_count = beam_walk_seconds(config, args.out)
     assert beam_count == count, (beam_count, count)
     preprocess = stage_facts(run, "preprocess")["seconds"]
     print_ratio_table(f"Graph walk generation: {count:,} walks of {walk['walk_length']} nodes "
@@ -217,10 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("embedpipe Beam walks (read, type, graph, walk)", beam_seconds),
                        ("embedpipe preprocess stage (walks twice, tf.Transform, TFRecords)", preprocess)])
 
-    print(f"\nGraph preprocess peak memory as edges grow ({len(communities):,} nodes, the same walks; each in its own process)")
-    print("| edges | nodes walked | preprocess seconds | walks/s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
-    for size, walks, tokens, seconds, rss in memory:
-        print(f"| {size:,} | {tokens:,} | {seconds:.1f} | {walks / seconds:,.0f} | {rss:,.0f} |")
+    print_memory(memory, args.nodes)
     return 0
 
 

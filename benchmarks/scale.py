@@ -29,11 +29,12 @@ from benchmarks.preprocess import config, reference, synthetic_interactions  # n
 EMBEDDING_DIM = 32
 
 
-def measured(command: list[str], log: pathlib.Path) -> tuple[dict, float]:
-    """Runs `command` in a child process; returns the JSON its last stdout line printed (if any) and its peak RSS in MiB."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+def measured(command: list[str], log: pathlib.Path, tree: pathlib.Path = ROOT) -> tuple[dict, float]:
+    """Runs `command` in a child process with the code of `tree`; returns the JSON its last stdout line
+    printed (if any) and its peak RSS in MiB."""
+    environment = {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log, "w") as errors:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=errors, text=True)
+        process = subprocess.Popen(command, cwd=tree, env=environment, stdout=subprocess.PIPE, stderr=errors, text=True)
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:

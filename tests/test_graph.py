@@ -18,9 +18,12 @@ from pipelines.core.beam_runner import read_counters
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError
 from pipelines.core.rundir import RunDir
-from pipelines.stages.preprocess.graph import CHUNK_NODES, BuildGraph, WalkGraph, WriteNodeTables
+from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.schema import RawSchema, required_columns, transform_column_types
-from pipelines.stages.preprocess.walks import Graph, build_graph, merge_edges, random_walks, walk_documents
+from pipelines.stages.preprocess.adjacency import (SHARD_NODES, Graph, adjacency_shard, assemble_graph, directed_edges,
+                                                   graph_from_edges, load_graph, node_names, save_nodes, save_shard,
+                                                   shard_of)
+from pipelines.stages.preprocess.walks import random_walks, walk_documents
 from pipelines.tools.datasets import planted_partition
 from tests.conftest import ROOT, run_cli
 
@@ -29,11 +32,8 @@ EDGES = [("0", "1"), ("1", "2"), ("2", "3"), ("3", "0"), ("0", "2"), ("3", "4")]
 
 
 def graph_of(edges: list[tuple[str, str]], directed: bool = False, weights: list[float] | None = None) -> Graph:
-    if not directed:
-        edges = [tuple(sorted(edge)) for edge in edges]
-    table = pa.table({"source": [s for s, _ in edges], "target": [t for _, t in edges],
-                      "weight": weights or [1.0] * len(edges), "rows": [1] * len(edges)})
-    return build_graph(merge_edges([table]), directed, weights is not None)
+    return graph_from_edges(pa.array([s for s, _ in edges]), pa.array([t for _, t in edges]),
+                            None if weights is None else np.array(weights), directed)
 
 
 def neighbour_sets(graph: Graph) -> list[set[int]]:
@@ -47,6 +47,50 @@ def test_csr_holds_each_edge_both_ways_once():
     assert graph.edges == 6 and graph.duplicates == 1
     directed = graph_of(EDGES, directed=True)
     assert neighbour_sets(directed) == [{1, 2}, {2}, {3}, {0, 4}, set()]
+
+
+@pytest.mark.parametrize("directed", [False, True])
+def test_a_graph_built_in_shards_from_batches_equals_one_built_edge_by_edge(directed):
+    rng = np.random.default_rng(3)
+    nodes = 3 * SHARD_NODES + 500   # four shards, the last one short
+    rows = rng.integers(0, nodes, (40000, 2))
+    rows[:300, 1] = rows[:300, 0]   # self-loops
+    rows[300:2300] = rows[2300:4300, ::-1] if not directed else rows[2300:4300]   # duplicates
+    weights = rng.uniform(0.5, 2.0, len(rows))
+    ids = [[f"n{node}" for node in column] for column in rows.T]
+    names = node_names([pa.array(ids[0]), pa.array(ids[1])])
+    parts: dict[int, list] = {}
+    loops = 0
+    for batch in np.array_split(np.arange(len(rows)), 3):
+        edges, dropped = directed_edges(names, pa.array([ids[0][i] for i in batch]),
+                                        pa.array([ids[1][i] for i in batch]), weights[batch], directed)
+        loops += dropped
+        for shard, part in shard_of(edges, len(names)):
+            parts.setdefault(shard, []).append(part)
+    assert sorted(parts) == [0, 1, 2, 3]
+    graph = assemble_graph(names, [adjacency_shard(shard, group, len(names), directed)
+                                   for shard, group in reversed(parts.items())])
+
+    expected: dict[tuple[str, str], float] = {}
+    for (source, target), weight in zip(zip(*ids), weights):
+        if source != target:
+            for edge in [(source, target)] + ([] if directed else [(target, source)]):
+                expected[edge] = expected.get(edge, 0.0) + weight
+    index = {name: i for i, name in enumerate(names.to_pylist())}
+    got = {}
+    for i, name in enumerate(names.to_pylist()):
+        span = slice(graph.offsets[i], graph.offsets[i + 1])
+        neighbours = graph.neighbours[span]
+        assert np.all(np.diff(neighbours) > 0)   # sorted, each once
+        before = graph.cumulative[graph.offsets[i] - 1] if graph.offsets[i] else 0.0
+        for target, total in zip(neighbours, np.diff(np.concatenate([[before], graph.cumulative[span]]))):
+            got[(name, names[int(target)].as_py())] = total
+    assert got.keys() == expected.keys() and len(index) == graph.nodes
+    np.testing.assert_allclose([got[edge] for edge in expected], list(expected.values()))
+    distinct = len(expected) if directed else len(expected) // 2
+    expected_loops = int(np.count_nonzero(rows[:, 0] == rows[:, 1]))
+    assert loops == expected_loops >= 300 and (graph.edges, graph.duplicates) == (distinct, len(rows) - loops - distinct)
+    assert graph.duplicates >= 2000
 
 
 def test_walks_have_their_length_follow_edges_and_repeat_with_the_seed():
@@ -105,7 +149,7 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
     parsed = config_from_dict(walk_config())
     schema = RawSchema(files=(), headers={}, types=transform_column_types(parsed), numeric=frozenset(),
                        metadata_types={}, required=required_columns(parsed))
-    nodes = CHUNK_NODES + 10   # two chunks of start nodes
+    nodes = SHARD_NODES + 10   # two shards of edges, five chunks of start nodes
     ring = [(str(i), str((i + 1) % nodes)) for i in range(nodes)]
     rows = ring + [("5", "5"), ("1", "0"), ("x", "x")]   # two self-loops (x has no other edge), a duplicate
     batch = pa.RecordBatch.from_pydict({"src": [s for s, _ in rows], "dst": [t for _, t in rows]})
@@ -118,11 +162,22 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
                    for walk in walks if walk[0] != "x")
         assert [walk for walk in walks if walk[0] == "x"] == [["x"]] * 3
 
-    pipeline = TestPipeline(runner=FnApiRunner())
     staged = RunDir(str(tmp_path))
-    graph = pipeline | beam.Create([batch]) | BuildGraph(parsed.graph)
-    inputs = graph | WalkGraph(parsed)
-    _ = graph | WriteNodeTables(parsed, schema, staged)
+    path = str(tmp_path / "graph")
+    building = TestPipeline(runner=FnApiRunner())
+    rows = building | beam.Create([batch])
+    built_nodes = EdgePasses(rows, rows) | BuildGraph(parsed.graph, path)
+    _ = built_nodes | WriteNodeTables(parsed, schema, staged)
+    built = building.run()
+    built.wait_until_finish()
+    counts = read_counters(built)
+    assert (counts["self_loops"], counts["duplicate_edges"], counts["nodes_without_edges"]) == (2, 1, 1)
+    assert counts["nodes"] == nodes + 1 and counts["edges"] == nodes
+    table = pd.read_parquet(staged.entity_table_dir("node"))
+    assert len(table) == nodes + 1 and table.set_index("key")["count"].to_dict()["x"] == 0
+
+    walking = TestPipeline(runner=FnApiRunner())
+    inputs = walking | WalkGraph(parsed, path, counts["nodes"])
     walks = ((inputs.train, inputs.eval) | beam.Flatten()
              | beam.FlatMap(lambda documents: documents.column(0).to_pylist()))
     assert_that(walks | beam.combiners.ToList(), lambda got: check(got[0]))
@@ -130,15 +185,39 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
               for tag, collection in (("first", inputs.analyze), ("again", inputs.train))]
     assert_that(passes | "FlattenPasses" >> beam.Flatten() | "Passes" >> beam.combiners.ToList(),
                 lambda got: same_walks(got[0]), label="BothPassesWalkAlike")
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = read_counters(result)
-    assert (counts["self_loops"], counts["duplicate_edges"], counts["nodes_without_edges"]) == (2, 1, 1)
-    assert counts["nodes"] == nodes + 1 and counts["edges"] == nodes
+    walked = walking.run()
+    walked.wait_until_finish()
+    counts = read_counters(walked)
     assert counts["documents_train"] + counts["documents_eval"] == 3 * (nodes + 1)
     assert 0.1 < counts["documents_eval"] / (3 * (nodes + 1)) < 0.3
-    table = pd.read_parquet(staged.entity_table_dir("node"))
-    assert len(table) == nodes + 1 and table.set_index("key")["count"].to_dict()["x"] == 0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_graph_saved_shard_by_shard_loads_back_equal(tmp_path, weighted):
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 2 * SHARD_NODES + 300, (20000, 2))
+    sources, targets = (pa.array([f"n{node}" for node in column]) for column in rows.T)
+    weights = rng.uniform(0.5, 2.0, len(rows)) if weighted else None
+    names = node_names([sources, targets])
+    edges, _ = directed_edges(names, sources, targets, weights, directed=False)
+    shards = [adjacency_shard(shard, [part], len(names), directed=False) for shard, part in shard_of(edges, len(names))]
+    directory = str(tmp_path / "graph")
+    saved = save_nodes(names, [save_shard(shard, directory) for shard in reversed(shards)], directory)
+    expected = graph_from_edges(sources, targets, weights, directed=False)
+    loaded = load_graph(directory)
+    assert len(shards) == 3 and loaded.names.equals(expected.names) and saved.names.equals(expected.names)
+    assert (loaded.edges, loaded.duplicates) == (saved.edges, saved.duplicates) == (expected.edges, expected.duplicates)
+    np.testing.assert_array_equal(saved.degrees, expected.degrees)
+    np.testing.assert_array_equal(loaded.offsets, expected.offsets)
+    np.testing.assert_array_equal(loaded.neighbours, expected.neighbours)
+    assert loaded.neighbours.dtype == np.int32
+    if weighted:
+        np.testing.assert_allclose(loaded.cumulative, expected.cumulative)
+    else:
+        assert loaded.cumulative is None
+    (tmp_path / "graph" / "shard-000000004096.npz").unlink()
+    with pytest.raises(ValueError, match="shards hold"):
+        load_graph(directory)
 
 
 def test_edge_rows_need_both_ids_and_a_positive_weight():

@@ -1,16 +1,24 @@
 """Edge rows -> a graph -> random walks as token documents (DeepWalk, node2vec), and the node table.
 
-How the work is spread:
-- each batch of edge rows is reduced to its distinct edges (self-loops dropped and counted,
-  duplicates merged), in parallel, and the combine's partial step merges a bundle's batches;
-- `MergeIntoGraph` combines those into one CSR graph (`walks.build_graph`). The graph is then a side
-  input: every worker holds it, so it must fit one worker's memory (4 bytes per directed edge, 8
-  per node and the node ids; 8 more per directed edge for weights, 8 more for node2vec). The
-  walks, walks_per_node x walk_length tokens per node and by far the larger data, never have to:
-- walks start from chunks of `CHUNK_NODES` nodes, spread over the workers (`Reshuffle`), and stream
-  out as record batches of documents. Every draw of a chunk comes from a generator seeded by
-  (model.seed, the chunk's first node), so the walks do not depend on the runner, and both
-  tf.Transform passes can generate them again instead of holding them (see TransformInputs).
+A graph config runs preprocess as two Beam jobs:
+1. Building the graph (`BuildGraph`, `pipeline.build_graph_job`): a combine gathers the node ids
+   from one read of the edge rows; a second read numbers each edge's ends and sends each directed
+   edge to the shard of its source node (a range of node numbers, `adjacency`). Each shard merges
+   its duplicates and writes its part of the graph (compressed sparse rows) as a file of its own;
+   the last step writes the nodes' file (ids, degrees), and the node tables and invalid rows are
+   written beside. No worker holds more than one shard's edges, and the edges cross the shuffle as
+   numbers (9 bytes per direction), never as strings.
+2. The walks and tf.Transform's job: walks start from chunks of `CHUNK_NODES` nodes, spread over the
+   workers (`Reshuffle`), and stream out as record batches of documents. Each worker process reads
+   the graph once (`shared.Shared`, as RunInference loads a model), so the graph must fit one
+   worker's memory: 4 bytes per directed edge (an undirected edge counts twice), 8 per node plus
+   the node ids; 8 more per directed edge for weights, 8 more for node2vec. Nothing of the edge
+   rows is left in this job (a runner that holds a stage's input until its job ends, as the
+   in-process one does, has freed them), and the walks, walks_per_node x walk_length tokens per
+   node and by far the larger data, are never held.
+Every draw of a chunk comes from a generator seeded by (model.seed, the chunk's first node), so the
+walks do not depend on the runner, and both tf.Transform passes can generate them again instead of
+holding them (see TransformInputs).
 Each walk goes to the eval split with probability `split.eval_fraction` (a draw of the same seed).
 Self-loops are dropped (a step that stays put adds no context); an edge given more than once is
 kept once, with the sum of its weights. Both are counted in the manifest, not written to invalid/:
@@ -19,22 +27,25 @@ their walks are the node alone.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from pipelines.core import fs
 from pipelines.core.beam_runner import COUNTER_NAMESPACE
 from pipelines.core.config import Config, GraphConfig
 from pipelines.core.rundir import RunDir
+from pipelines.stages.preprocess.adjacency import (DirectedEdges, NodeDegrees, ShardNodes, adjacency_shard,
+                                                   directed_edges, load_graph, node_names, save_nodes, save_shard,
+                                                   shard_of)
 from pipelines.stages.preprocess.documents import TransformInputs, document_column, ragged_batch
 from pipelines.stages.preprocess.entities import entity_table_schema
 from pipelines.stages.preprocess.schema import RawSchema
-from pipelines.stages.preprocess.walks import EDGE_SCHEMA, Graph, build_graph, merge_edges, random_walks, walk_documents
+from pipelines.stages.preprocess.walks import random_walks, walk_documents
 
 CHUNK_NODES = 1024
 NODE_ROWS_PER_TABLE = 65536
@@ -42,12 +53,40 @@ GRAPH_COUNTERS = ("nodes", "edges", "self_loops", "duplicate_edges", "nodes_with
                   "documents_train", "documents_eval")
 
 
-@beam.typehints.with_input_types(pa.RecordBatch)
-@beam.typehints.with_output_types(pa.Table)
-class ToEdgeTable(beam.DoFn):
-    """Typed edge rows -> their distinct edges (source, target, weight, rows). An undirected edge is
-    written with source <= target, so both spellings merge; a self-loop is counted and becomes its
-    node alone (target null), so a node whose only edge is a self-loop is still a node."""
+class EdgePasses(NamedTuple):
+    """Typed edge rows, read twice: the node ids are gathered from the first read, the edges numbered
+    from the second (reading the input again costs less than holding it until the ids are known)."""
+    nodes: beam.PCollection
+    edges: beam.PCollection
+
+
+class GatherNodeNames(beam.CombineFn):
+    """Typed edge rows -> the sorted ids of every node (`adjacency.node_names`), a self-loop's too."""
+
+    def __init__(self, graph: GraphConfig):
+        self._graph = graph
+
+    def create_accumulator(self) -> list[pa.Array]:
+        return []
+
+    def add_input(self, accumulator: list[pa.Array], batch: pa.RecordBatch) -> list[pa.Array]:
+        accumulator.append(node_names([batch.column(self._graph.source), batch.column(self._graph.target)]))
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> list[pa.Array]:
+        return [names for accumulator in accumulators for names in accumulator]
+
+    def compact(self, accumulator: list[pa.Array]) -> list[pa.Array]:
+        return [node_names(accumulator)] if len(accumulator) > 1 else accumulator
+
+    def extract_output(self, accumulator: list[pa.Array]) -> pa.Array:
+        return self.compact(accumulator)[0] if accumulator else pa.array([], pa.string())
+
+
+@beam.typehints.with_input_types(pa.RecordBatch, pa.Array)
+class ToShardEdges(beam.DoFn):
+    """Typed edge rows -> (shard, its directed edges) per shard of their source nodes
+    (`adjacency.directed_edges`, `shard_of`); self-loops dropped and counted."""
 
     def __init__(self, graph: GraphConfig):
         self._graph = graph
@@ -55,60 +94,49 @@ class ToEdgeTable(beam.DoFn):
     def setup(self) -> None:
         self._self_loops = Metrics.counter(COUNTER_NAMESPACE, "self_loops")
 
-    def process(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
+    def process(self, batch: pa.RecordBatch, names: pa.Array) -> Iterator[tuple[int, DirectedEdges]]:
         graph = self._graph
-        source, target = batch.column(graph.source), batch.column(graph.target)
-        if not graph.directed:
-            first = pc.less_equal(source, target)
-            source, target = pc.if_else(first, source, target), pc.if_else(first, target, source)
-        loops = pc.equal(source, target)
-        self._self_loops.inc(pc.sum(loops).as_py() or 0)
-        target = pc.if_else(loops, pa.scalar(None, pa.string()), target)
-        weight = batch.column(graph.weight).cast(pa.float64()) if graph.weight else pa.array(np.ones(len(source)))
-        rows = pa.array(np.ones(len(source), np.int64))
-        if len(source):
-            yield merge_edges([pa.table([source, target, weight, rows], schema=EDGE_SCHEMA)])
+        weights = batch.column(graph.weight).cast(pa.float64()).to_numpy() if graph.weight else None
+        edges, loops = directed_edges(names, batch.column(graph.source), batch.column(graph.target), weights,
+                                      graph.directed)
+        self._self_loops.inc(loops)
+        yield from shard_of(edges, len(names))
 
 
-class MergeIntoGraph(beam.CombineFn):
-    """Edge tables -> one `Graph`. Partial results are merged edge tables, so what crosses the
-    shuffle shrinks with duplicates; the last step builds the CSR."""
-
-    def __init__(self, graph: GraphConfig):
-        self._graph = graph
-
-    def create_accumulator(self) -> list[pa.Table]:
-        return []
-
-    def add_input(self, accumulator: list[pa.Table], table: pa.Table) -> list[pa.Table]:
-        accumulator.append(table)
-        return accumulator
-
-    def merge_accumulators(self, accumulators) -> list[pa.Table]:
-        return [table for accumulator in accumulators for table in accumulator]
-
-    def compact(self, accumulator: list[pa.Table]) -> list[pa.Table]:
-        return [merge_edges(accumulator)] if len(accumulator) > 1 else accumulator
-
-    def extract_output(self, accumulator: list[pa.Table]) -> Graph:
-        edges = self.compact(accumulator)[0] if accumulator else EDGE_SCHEMA.empty_table()
-        return build_graph(edges, self._graph.directed, self._graph.weight is not None)
+def save_shard_adjacency(grouped: tuple[int, Iterable[DirectedEdges]], names: pa.Array, directed: bool,
+                         directory: str) -> ShardNodes:
+    """A shard and its grouped edges -> its adjacency (`adjacency.adjacency_shard`), written into the
+    graph's `directory`; only its nodes go on."""
+    shard, parts = grouped
+    return save_shard(adjacency_shard(shard, parts, len(names), directed), directory)
 
 
-def count_graph(graph: Graph) -> Graph:
+def save_gathered_nodes(shards: list[ShardNodes], names: pa.Array, directory: str) -> NodeDegrees:
+    """Every shard's nodes -> the graph's nodes, written into its `directory` (`adjacency.save_nodes`)."""
+    return save_nodes(names, shards, directory)
+
+
+def count_graph(nodes: NodeDegrees) -> NodeDegrees:
     """Records the graph's size in the counters (once: the graph is one element)."""
-    for name, value in (("nodes", graph.nodes), ("edges", graph.edges), ("duplicate_edges", graph.duplicates),
-                        ("nodes_without_edges", int(np.sum(graph.degrees == 0)))):
+    for name, value in (("nodes", len(nodes.names)), ("edges", nodes.edges), ("duplicate_edges", nodes.duplicates),
+                        ("nodes_without_edges", int(np.count_nonzero(nodes.degrees == 0)))):
         Metrics.counter(COUNTER_NAMESPACE, name).inc(value)
-    return graph
+    return nodes
 
 
-def start_chunks(graph: Graph) -> list[tuple[int, int]]:
+def start_chunks(nodes: int) -> list[tuple[int, int]]:
     """[first, last) node ranges of CHUNK_NODES nodes: the units of walk generation."""
-    return [(start, min(start + CHUNK_NODES, graph.nodes)) for start in range(0, graph.nodes, CHUNK_NODES)]
+    return [(start, min(start + CHUNK_NODES, nodes)) for start in range(0, nodes, CHUNK_NODES)]
 
 
-@beam.typehints.with_input_types(tuple[int, int], Graph)
+class _LoadedGraph:
+    """A graph held by `shared.Shared` (which needs an object it can reference weakly)."""
+
+    def __init__(self, directory: str):
+        self.graph = load_graph(directory)
+
+
+@beam.typehints.with_input_types(tuple[int, int])
 @beam.typehints.with_output_types(pa.RecordBatch)
 class GenerateWalks(beam.DoFn):
     """A chunk of start nodes -> a record batch of walk documents per split (`walks_per_node` walks
@@ -116,18 +144,26 @@ class GenerateWalks(beam.DoFn):
 
     Args:
         config: graph settings, the seed (`model.seed`), the eval fraction and the document column.
+        graph_dir: the directory `BuildGraph` wrote the graph into.
+        loaded: where the worker process keeps the graph, once for every DoFn given the same handle.
         count: count walks and tokens (False for the second pass over the same walks).
     """
 
-    def __init__(self, config: Config, count: bool):
+    def __init__(self, config: Config, graph_dir: str, loaded: shared.Shared, count: bool):
         self._graph = config.graph
         self._seed = config.model.seed
         self._eval_fraction = config.split.eval_fraction
         self._column = document_column(config)
+        self._graph_dir = graph_dir
+        self._loaded = loaded
         self._count = count
 
-    def process(self, chunk: tuple[int, int], graph: Graph) -> Iterator[beam.pvalue.TaggedOutput]:
-        settings = self._graph
+    def setup(self) -> None:
+        directory = self._graph_dir
+        self._held = self._loaded.acquire(lambda: _LoadedGraph(directory), tag=directory)
+
+    def process(self, chunk: tuple[int, int]) -> Iterator[beam.pvalue.TaggedOutput]:
+        settings, graph = self._graph, self._held.graph
         rng = np.random.default_rng([self._seed, chunk[0]])
         starts = np.tile(np.arange(*chunk), settings.walks_per_node)
         walks = random_walks(graph, starts, settings.walk_length, settings.p, settings.q, rng)
@@ -141,66 +177,91 @@ class GenerateWalks(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(split, ragged_batch(self._column, tokens, lengths))
 
 
-def node_tables(graph: Graph, schema: pa.Schema) -> Iterator[pa.Table]:
+def node_tables(nodes: NodeDegrees, schema: pa.Schema) -> Iterator[pa.Table]:
     """The entity table of a graph's nodes: every node, its count being its (out-)degree."""
-    degrees = graph.degrees.astype(np.int64)
-    for start in range(0, graph.nodes, NODE_ROWS_PER_TABLE):
-        rows = np.arange(start, min(start + NODE_ROWS_PER_TABLE, graph.nodes))
+    for start in range(0, len(nodes.names), NODE_ROWS_PER_TABLE):
+        rows = np.arange(start, min(start + NODE_ROWS_PER_TABLE, len(nodes.names)))
         # Copies, not slices: a pickled slice would carry every node id.
-        yield pa.table([graph.names.take(rows), pa.array(degrees[rows])], schema=schema)
+        yield pa.table([nodes.names.take(rows), pa.array(nodes.degrees[rows])], schema=schema)
 
 
 class BuildGraph(beam.PTransform):
-    """Typed edge rows -> the graph, one element (its size counted)."""
+    """Typed edge rows, read twice -> the graph's files in `directory`; the output is its nodes (one
+    `NodeDegrees`, its size counted). The edges go to the shards of their source nodes, where
+    duplicates merge and each shard writes its file; the last step writes the nodes' file.
 
-    def __init__(self, graph: GraphConfig):
+    Args:
+        graph: the graph settings.
+        directory: where the graph goes (`adjacency.save_shard`, `save_nodes`), for the walks' job to read.
+    """
+
+    def __init__(self, graph: GraphConfig, directory: str):
         super().__init__()
         self._graph = graph
+        self._directory = directory
 
-    def expand(self, edges: beam.PCollection) -> beam.PCollection:
-        return (edges
-                | "ToEdgeTables" >> beam.ParDo(ToEdgeTable(self._graph))
-                | "MergeIntoGraph" >> beam.CombineGlobally(MergeIntoGraph(self._graph))
+    def expand(self, passes: EdgePasses) -> beam.PCollection:
+        names = beam.pvalue.AsSingleton(passes.nodes | "GatherNodeNames" >> beam.CombineGlobally(
+            GatherNodeNames(self._graph)))
+        return (passes.edges
+                | "ToShardEdges" >> beam.ParDo(ToShardEdges(self._graph), names)
+                | "GroupByShard" >> beam.GroupByKey()
+                | "MergeAndSaveShards" >> beam.Map(save_shard_adjacency, names, self._graph.directed, self._directory)
+                | "GatherShardNodes" >> beam.combiners.ToList()
+                | "SaveNodes" >> beam.Map(save_gathered_nodes, names, self._directory)
                 | "CountGraph" >> beam.Map(count_graph))
 
 
 class WalkFromEveryNode(beam.PTransform):
-    """The graph -> {"train", "eval": record batches of walk documents}, chunks of start nodes spread
-    over the workers.
+    """The pipeline -> {"train", "eval": record batches of walk documents}, chunks of start nodes
+    spread over the workers.
 
     Args:
         config: see GenerateWalks.
+        graph_dir: the directory `BuildGraph` wrote the graph into.
+        nodes: the graph's nodes.
+        loaded: see GenerateWalks.
         count: count walks and tokens (False for a second pass over the same walks).
     """
 
-    def __init__(self, config: Config, count: bool):
+    def __init__(self, config: Config, graph_dir: str, nodes: int, loaded: shared.Shared, count: bool):
         super().__init__()
         self._config = config
+        self._graph_dir = graph_dir
+        self._nodes = nodes
+        self._loaded = loaded
         self._count = count
 
-    def expand(self, graph: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return (graph
-                | "ChunkStartNodes" >> beam.FlatMap(start_chunks)
+    def expand(self, pipeline: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        return (pipeline
+                | "ChunkStartNodes" >> beam.Create(start_chunks(self._nodes))
                 | "SpreadChunks" >> beam.Reshuffle()
-                | "GenerateWalks" >> beam.ParDo(GenerateWalks(self._config, self._count),
-                                                beam.pvalue.AsSingleton(graph)).with_outputs("train", "eval"))
+                | "GenerateWalks" >> beam.ParDo(GenerateWalks(self._config, self._graph_dir, self._loaded,
+                                                              self._count)).with_outputs("train", "eval"))
 
 
 class WalkGraph(beam.PTransform):
-    """The graph -> walk documents for both tf.Transform passes (the second pass walks again)."""
+    """The pipeline -> walk documents of the graph in `graph_dir` for both tf.Transform passes (the
+    second pass walks again; each worker process reads the graph once for both)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, graph_dir: str, nodes: int):
         super().__init__()
         self._config = config
+        self._graph_dir = graph_dir
+        self._nodes = nodes
 
-    def expand(self, graph: beam.PCollection) -> TransformInputs:
-        first = graph | "WalkFromEveryNode" >> WalkFromEveryNode(self._config, count=True)
-        again = graph | "WalkFromEveryNodeAgain" >> WalkFromEveryNode(self._config, count=False)
+    def expand(self, pipeline: beam.pvalue.PBegin) -> TransformInputs:
+        loaded = shared.Shared()
+        first = pipeline | "WalkFromEveryNode" >> WalkFromEveryNode(self._config, self._graph_dir, self._nodes,
+                                                                     loaded, count=True)
+        again = pipeline | "WalkFromEveryNodeAgain" >> WalkFromEveryNode(self._config, self._graph_dir, self._nodes,
+                                                                          loaded, count=False)
         return TransformInputs(first.train, again.train, again.eval)
 
 
 class WriteNodeTables(beam.PTransform):
-    """The graph -> one entity table per entity (every node, its degree as count) in the staged run."""
+    """The graph's nodes (`NodeDegrees`) -> one entity table per entity (every node, its degree as count) in
+    the staged run."""
 
     def __init__(self, config: Config, schema: RawSchema, staged: RunDir):
         super().__init__()
@@ -208,12 +269,12 @@ class WriteNodeTables(beam.PTransform):
         self._schema = schema
         self._staged = staged
 
-    def expand(self, graph: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, nodes: beam.PCollection) -> dict[str, beam.PCollection]:
         written = {}
         for entity in self._config.entities:
             schema = entity_table_schema(self._config, self._schema, entity)
             written[entity.name] = (
-                graph
+                nodes
                 | f"NodeTables[{entity.name}]" >> beam.FlatMap(node_tables, schema)
                 | f"CountNodes[{entity.name}]" >> beam.Map(_count_rows, f"entity_keys_{entity.name}")
                 | f"WriteNodeTable[{entity.name}]" >> beam.io.WriteToParquetBatched(

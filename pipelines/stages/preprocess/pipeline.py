@@ -2,7 +2,8 @@
 
 A sequences or a graph config puts one step between the typed rows and tf.Transform: the rows
 become token documents (sessions, `sequences`; random walks, `graph`), and tf.Transform reads
-those (`documents`).
+those (`documents`). A graph config runs two jobs: the first builds the graph from the edge rows
+and writes it to one file, the second walks it (see `graph`).
 
 Outputs (published into the run directory only when the whole job succeeded):
     transform/   tf.Transform's transform_fn/ (vocabularies in its assets/), transformed_metadata/,
@@ -12,9 +13,10 @@ Outputs (published into the run directory only when the whole job succeeded):
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,7 +32,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 from tfx_bsl.public import tfxio
 
 from pipelines.core import fs
-from pipelines.core.beam_runner import COUNTER_NAMESPACE, make_pipeline, read_counters, run_pipeline, runner_name
+from pipelines.core.beam_runner import (COUNTER_NAMESPACE, make_pipeline, read_counters, release_memory, run_pipeline,
+                                        runner_name)
 from pipelines.core.config import Config
 from pipelines.core.errors import InvalidInputError
 from pipelines.core.rundir import RunDir
@@ -39,7 +42,7 @@ from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatc
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
 from pipelines.stages.preprocess.filters import apply_filters
-from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, WalkGraph, WriteNodeTables
+from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
 from pipelines.stages.preprocess.sequences import SEQUENCE_COUNTERS, BuildSequences
@@ -308,43 +311,69 @@ class WriteInvalidRows(beam.PTransform):
                                                             file_name_suffix=".jsonl"))
 
 
+def graph_dir(staged: RunDir) -> str:
+    """Where a graph config's first job leaves the graph for the second (removed with the staged tmp/)."""
+    return staged.join("tmp", "graph")
+
+
+def build_graph_job(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir) -> None:
+    """Wires a graph config's first job into `pipeline`: edge rows -> the graph file, the node tables
+    and the invalid rows, in the staged run directory `staged`."""
+    rows = (pipeline
+            | "ReadRawRows" >> ReadRawRows(config, schema)
+            | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema))
+    reread = (pipeline
+              | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
+              | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
+    nodes = EdgePasses(rows.train, reread.train) | "BuildGraph" >> BuildGraph(config.graph, graph_dir(staged))
+    _ = nodes | "WriteNodeTables" >> WriteNodeTables(config, schema, staged)
+    _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
+
+
+def read_rows(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir) -> TransformInputs:
+    """Wires the reading of the raw rows (not a graph's) into `pipeline`: what tf.Transform reads, and
+    the invalid rows, entity tables and statistics written to `staged` on the way."""
+    records = pipeline | "ReadRawRows" >> ReadRawRows(config, schema)
+    rows = records | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema)
+    if config.sequences:
+        inputs = SplitRows(rows.train, rows.eval) | "BuildSequences" >> BuildSequences(config)
+    else:
+        # The transform pass reads and decodes the input again (see TransformInputs).
+        reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
+                  | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
+        inputs = TransformInputs(rows.train, reread.train, reread.eval)
+    _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
+    _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
+    _ = rows.train | "ComputeFeatureStatistics" >> ComputeFeatureStatistics(config, staged.statistics_path)
+    return inputs
+
+
 def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir,
-                   temp_dir: str) -> None:
-    """Wires the preprocess job into `pipeline`, writing into the staged run directory `staged`."""
+                   temp_dir: str, graph_nodes: int = 0) -> None:
+    """Wires the preprocess job into `pipeline`, writing into the staged run directory `staged`; for a
+    graph config the second job, walking the graph of `graph_nodes` nodes that `build_graph_job` wrote."""
     with tft_beam.Context(temp_dir=temp_dir):
-        records = pipeline | "ReadRawRows" >> ReadRawRows(config, schema)
-        rows = records | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema)
-        if config.sequences:
-            inputs = SplitRows(rows.train, rows.eval) | "BuildSequences" >> BuildSequences(config)
-        elif config.graph:
-            graph = rows.train | "BuildGraph" >> BuildGraph(config.graph)
-            inputs = graph | "WalkGraph" >> WalkGraph(config)
-            _ = graph | "WriteNodeTables" >> WriteNodeTables(config, schema, staged)
+        if config.graph:
+            inputs = pipeline | "WalkGraph" >> WalkGraph(config, graph_dir(staged), graph_nodes)
         else:
-            # The transform pass reads and decodes the input again (see TransformInputs).
-            reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
-                      | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
-            inputs = TransformInputs(rows.train, reread.train, reread.eval)
+            inputs = read_rows(pipeline, config, schema, staged)
         examples = inputs | "AnalyzeAndTransform" >> AnalyzeAndTransform(config, schema)
         _ = examples.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.transform_dir)
         _ = examples.train | "WriteTrainExamples" >> WriteExamples(staged.join("data", "train"))
         _ = examples.eval | "WriteEvalExamples" >> WriteExamples(staged.join("data", "eval"))
-        _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
-        if not config.graph:  # a graph's node tables and walks come from the graph, not the rows
-            _ = SplitRows(rows.train, rows.eval) | "WriteEntityTables" >> WriteEntityTables(config, schema, staged)
-            _ = rows.train | "ComputeFeatureStatistics" >> ComputeFeatureStatistics(config, staged.statistics_path)
 
 
-def invalid_reasons(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
-    """Invalid rows per reason kind, most frequent first."""
-    counts = read_counters(result, namespace=INVALID_NAMESPACE)
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+def summed_counters(results: list[beam.runners.runner.PipelineResult], names: tuple[str, ...] = (),
+                    namespace: str = COUNTER_NAMESPACE) -> dict[str, int]:
+    """`read_counters` over the stage's jobs, summed."""
+    total: collections.Counter = collections.Counter()
+    for result in results:
+        total.update(read_counters(result, names, namespace))
+    return dict(total)
 
 
-def check_invalid_fraction(counts: dict[str, int], reasons: dict[str, int], max_fraction: float,
-                           invalid_dir: str) -> None:
-    """Raises InvalidInputError when the input is empty, has too many invalid rows, or (sequences and
-    graphs) gives no training document."""
+def check_rows(counts: dict[str, int], reasons: dict[str, int], max_fraction: float, invalid_dir: str) -> None:
+    """Raises InvalidInputError when the input is empty or has too many invalid rows."""
     read, invalid = counts["rows_read"], counts["rows_invalid"]
     top = "; ".join(f"{count} x {kind}" for kind, count in list(reasons.items())[:3])
     if read == 0:
@@ -355,14 +384,38 @@ def check_invalid_fraction(counts: dict[str, int], reasons: dict[str, int], max_
         raise InvalidInputError(
             f"{invalid} of {read} rows invalid ({invalid / read:.2%}), above input.max_invalid_fraction "
             f"{max_fraction:.2%}: {top}; see {invalid_dir}")
+
+
+def check_documents(counts: dict[str, int]) -> None:
+    """Raises InvalidInputError when sequences or graphs gave no training document."""
     if counts.get("documents_train", 1) == 0:
         short = counts.get("sessions_too_short")
         why = f"all {short} sessions are shorter than sequences.min_length" if short else "no training walk or session"
         raise InvalidInputError(f"no training document among {counts['rows_valid']} valid rows: {why}")
 
 
+def run_job(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> beam.runners.runner.PipelineResult:
+    """Wires a pipeline on `options`' runner with `wire`, runs it and waits for it; then releases what
+    an in-process job freed (`release_memory`)."""
+    pipeline = make_pipeline(options)
+    wire(pipeline)
+    result = run_pipeline(pipeline)
+    release_memory()
+    return result
+
+
+def record_counts(info: dict[str, Any], config: Config, results: list[beam.runners.runner.PipelineResult]) -> None:
+    """Puts the counters of the stage's jobs into the stage's facts `info` (invalid reasons most frequent first)."""
+    info["counts"] = summed_counters(results, counter_names(config))
+    reasons = summed_counters(results, namespace=INVALID_NAMESPACE)
+    info["invalid_reasons"] = dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    if config.input.filters:
+        info["filtered"] = summed_counters(results, tuple(f.describe() for f in config.input.filters),
+                                           FILTERED_NAMESPACE)
+
+
 def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: PipelineOptions) -> dict[str, Any]:
-    """Runs the preprocess job for `run` and publishes its outputs.
+    """Runs the preprocess job (two for a graph config) for `run` and publishes its outputs.
 
     Args:
         config: the run's config.
@@ -374,7 +427,7 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
         The facts recorded in the manifest: counts, invalid reasons, runner.
 
     Raises:
-        InvalidInputError: too many invalid rows (only `invalid/` is published).
+        InvalidInputError: too many invalid rows, or no training document (only `invalid/` is published).
     """
     with run.stage("preprocess") as info:
         staged = RunDir(run.clear_staging("preprocess"))
@@ -383,18 +436,21 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
             schema_utils.schema_from_feature_spec(raw_feature_spec(config, schema))), staged.raw_metadata_dir)
         info["runner"] = runner_name(options)
         info["input_files"] = len(schema.files)
-        pipeline = make_pipeline(options)
-        build_pipeline(pipeline, config, schema, staged, temp_dir)
-        result = run_pipeline(pipeline)
-        info["counts"] = counts = read_counters(result, counter_names(config))
-        info["invalid_reasons"] = reasons = invalid_reasons(result)
-        if config.input.filters:
-            info["filtered"] = read_counters(result, tuple(f.describe() for f in config.input.filters),
-                                             FILTERED_NAMESPACE)
-        fs.remove(staged.join("tmp"))
         try:
-            check_invalid_fraction(counts, reasons, config.input.max_invalid_fraction, run.invalid_dir)
+            results = []
+            if config.graph:
+                results.append(run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged)))
+                record_counts(info, config, results)
+                check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
+            nodes = info["counts"]["nodes"] if config.graph else 0
+            results.append(run_job(options, lambda pipeline: build_pipeline(pipeline, config, schema, staged, temp_dir,
+                                                                            nodes)))
+            record_counts(info, config, results)
+            check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
+            check_documents(info["counts"])
         except InvalidInputError:
+            fs.remove(staged.join("tmp"))
             run.publish("preprocess", ["invalid"])  # so the user can read what was rejected
             raise
+        fs.remove(staged.join("tmp"))
     return info
