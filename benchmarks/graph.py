@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import pathlib
@@ -110,9 +111,11 @@ def beam_walk_seconds(config: dict, out: pathlib.Path) -> tuple[float, int]:
     from apache_beam.utils import shared
     from pipelines.core.beam_runner import make_pipeline, pipeline_options, read_counters, run_pipeline
     from pipelines.core.config_parse import config_from_dict
+    from pipelines.stages.preprocess.adjacency import graph_nodes
     from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, WalkFromEveryNode
     from pipelines.stages.preprocess.pipeline import DecodeAndSplitRows, ReadRawRows
     from pipelines.stages.preprocess.schema import inspect_input
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)   # the runner's INFO lines are not the table's
     parsed = config_from_dict(config)
     schema = inspect_input(parsed)
     path = str(out / "walk-graph")
@@ -122,7 +125,8 @@ def beam_walk_seconds(config: dict, out: pathlib.Path) -> tuple[float, int]:
     passes = [building | f"Read{i}" >> ReadRawRows(parsed, schema)
               | f"Decode{i}" >> DecodeAndSplitRows(parsed, schema, count=i == 0) for i in range(2)]
     _ = EdgePasses(passes[0].train, passes[1].train) | BuildGraph(parsed.graph, path)
-    nodes = read_counters(run_pipeline(building))["nodes"]
+    run_pipeline(building)
+    nodes = graph_nodes(path)
     walking = make_pipeline(pipeline_options([]))
     walks = walking | WalkFromEveryNode(parsed, path, nodes, shared.Shared(), count=True)
     _ = (walks.train, walks.eval) | beam.Flatten() | beam.Map(lambda batch: batch.num_rows)
@@ -180,7 +184,7 @@ def memory_runs(nodes: int, communities: int, degrees: list[float], out: pathlib
                                         "--run-id", run_id, "--overwrite"), out / f"preprocess-{run_id}.log", tree)
             facts = stage_facts(out / "memory" / run_id, "preprocess")
             runs[name] = (facts["seconds"], rss)
-        counts = facts["counts"]
+        counts = stage_facts(out / "memory" / f"now-d{degree:g}", "preprocess")["counts"]
         memory.append((counts["rows_valid"], counts["documents_train"] + counts["documents_eval"],
                        counts["walk_tokens"], runs))
         path.unlink()
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="another checkout (an earlier commit) whose preprocess runs the memory runs too")
     parser.add_argument("--memory-only", action="store_true", help="only the memory runs")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()   # the runs of another checkout start in its own directory
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pipelines import cli
     from pipelines.tools.datasets import planted_partition

@@ -7,6 +7,7 @@ import shlex
 
 import apache_beam as beam
 import pytest
+import yaml
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions,
                                                   PortableOptions, SetupOptions, StandardOptions, WorkerOptions)
 
@@ -15,7 +16,7 @@ from pipelines.core.beam_runner import make_pipeline, pipeline_options
 from pipelines.core.config_parse import load_config
 from pipelines.core.rundir import RunDir
 from pipelines.stages.embed.pipeline import EmbedEntities, plan_entities
-from pipelines.stages.preprocess.pipeline import build_pipeline
+from pipelines.stages.preprocess.pipeline import build_graph_job, build_pipeline
 from pipelines.stages.preprocess.schema import inspect_input
 from tests.conftest import ROOT, TAXI_SAMPLE, write_config
 from trainer import task
@@ -51,11 +52,29 @@ def assert_jobs_build(options: PipelineOptions, taxi_run, tmp_path) -> None:
     build_pipeline(preprocess, config, inspect_input(config), RunDir(str(tmp_path / "staging")), str(tmp_path / "tmp"))
     assert {"ReadRawRows", "DecodeAndSplitRows", "AnalyzeAndTransform", "WriteTrainExamples",
             "WriteEvalExamples", "WriteInvalidRows", "WriteEntityTables"} <= transform_names(preprocess)
+    assert_graph_jobs_build(options, tmp_path)
     run = RunDir(str(taxi_run))
     embed = make_pipeline(options)
     _ = embed | "EmbedEntities" >> EmbedEntities(run, RunDir(str(tmp_path / "embed")), plan_entities(config, run))
     names = transform_names(embed)
     assert {"EmbedBatches", "FlattenEntities"} <= names and any(n.startswith("WriteEmbeddings[") for n in names)
+
+
+def assert_graph_jobs_build(options: PipelineOptions, tmp_path) -> None:
+    """A graph config's two preprocess jobs (build the graph, walk it) build and serialise too."""
+    (tmp_path / "edges.csv").write_text("source,target\na,b\nb,c\n")
+    settings = yaml.safe_load((ROOT / "examples" / "graph.yaml").read_text())
+    settings["input"]["path"] = str(tmp_path / "edges.csv")
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(settings))
+    config, _ = load_config(str(tmp_path / "graph.yaml"))
+    schema, staged = inspect_input(config), RunDir(str(tmp_path / "graph-staging"))
+    building = make_pipeline(options)
+    build_graph_job(building, config, schema, staged)
+    assert {"GatherNodeNames", "ToShardEdges", "GroupByShard", "MergeAndSaveShards", "SaveNodes",
+            "WriteInvalidRows"} <= transform_names(building)
+    walking = make_pipeline(options)
+    build_pipeline(walking, config, schema, staged, str(tmp_path / "tmp"), graph_nodes=3)
+    assert {"GenerateWalks", "AnalyzeAndTransform", "WriteTrainExamples"} <= transform_names(walking)
 
 
 def test_dataflow_command(taxi_run, tmp_path):

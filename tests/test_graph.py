@@ -18,11 +18,11 @@ from pipelines.core.beam_runner import read_counters
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError
 from pipelines.core.rundir import RunDir
-from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
+from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, GatherNodeNames, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.schema import RawSchema, required_columns, transform_column_types
-from pipelines.stages.preprocess.adjacency import (SHARD_NODES, Graph, adjacency_shard, assemble_graph, directed_edges,
-                                                   graph_from_edges, load_graph, node_names, save_nodes, save_shard,
-                                                   shard_of)
+from pipelines.stages.preprocess.adjacency import (SHARD_NODES, Graph, adjacency_shard, assemble_graph,
+                                                   directed_edges, graph_from_edges, load_graph, node_names, node_numbers,
+                                                   save_nodes, save_shard, shard_of)
 from pipelines.stages.preprocess.walks import random_walks, walk_documents
 from pipelines.tools.datasets import planted_partition
 from tests.conftest import ROOT, run_cli
@@ -91,6 +91,40 @@ def test_a_graph_built_in_shards_from_batches_equals_one_built_edge_by_edge(dire
     expected_loops = int(np.count_nonzero(rows[:, 0] == rows[:, 1]))
     assert loops == expected_loops >= 300 and (graph.edges, graph.duplicates) == (distinct, len(rows) - loops - distinct)
     assert graph.duplicates >= 2000
+
+
+def test_node_numbers_follow_the_sorted_ids_and_name_an_id_never_gathered():
+    names = node_names([pa.array(["b", "a"]), pa.array(["c", None])])
+    assert node_numbers(names, pa.array(["c", "a", "b", "a"])).tolist() == [2, 0, 1, 0]
+    with pytest.raises(ValueError, match="node id zz was not among the ids gathered"):
+        node_numbers(names, pa.array(["a", "zz"]))
+
+
+def test_node_ids_are_merged_as_they_are_gathered_not_held_per_batch():
+    gather = GatherNodeNames(config_from_dict(walk_config()).graph)
+    accumulator = gather.create_accumulator()
+    for start in range(0, 50000, 1000):   # 50 batches, each of 1,000 new ids and 1,000 seen ones
+        ids = [str(i) for i in range(start, start + 1000)]
+        batch = pa.RecordBatch.from_pydict({"src": ids, "dst": [str(i % 1000) for i in range(start, start + 1000)]})
+        accumulator = gather.add_input(accumulator, batch)
+        assert sum(len(names) for names in accumulator) <= 2 * (start + 1000)
+    merged = gather.merge_accumulators([accumulator, gather.add_input(gather.create_accumulator(), batch)])
+    names = gather.extract_output(merged)
+    assert len(names) == 50000 and names.to_pylist() == sorted(str(i) for i in range(50000))
+
+
+def test_a_graph_with_too_many_invalid_edges_publishes_only_invalid_and_leaves_no_graph(tmp_path, capsys):
+    rows = [f"n{i},n{i + 1}" for i in range(100)] + [f"n{i}," for i in range(30)]
+    (tmp_path / "e.csv").write_text("src,dst\n" + "\n".join(rows) + "\n")
+    settings = {**walk_config(), "input": {"path": str(tmp_path / "e.csv"), "format": "csv"}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(settings))
+    assert run_cli("run", tmp_path / "g.yaml", "--output", tmp_path / "runs", "--run-id", "x") == 1
+    err = capsys.readouterr().err
+    assert "30 of 130 rows invalid" in err and "max_invalid_fraction" in err
+    run = tmp_path / "runs" / "x"
+    assert len([line for path in (run / "invalid").glob("*.jsonl") for line in path.read_text().splitlines()]) == 30
+    assert not (run / "data").exists() and not (run / "transform").exists()
+    assert not list((tmp_path / "runs").rglob("graph"))   # the graph's files went with the staged tmp/
 
 
 def test_walks_have_their_length_follow_edges_and_repeat_with_the_seed():
@@ -216,7 +250,7 @@ def test_a_graph_saved_shard_by_shard_loads_back_equal(tmp_path, weighted):
     else:
         assert loaded.cumulative is None
     (tmp_path / "graph" / "shard-000000004096.npz").unlink()
-    with pytest.raises(ValueError, match="shards hold"):
+    with pytest.raises(ValueError, match="shards in .* do not hold the"):
         load_graph(directory)
 
 

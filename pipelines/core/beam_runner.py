@@ -20,6 +20,7 @@ import io
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.utils import shared
 
 from pipelines.core.errors import UsageError
 
@@ -100,9 +101,11 @@ def run_pipeline(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
 
 def release_memory() -> None:
     """Hands the memory a finished in-process job freed back to the system, so the next job in this
-    process does not start on top of it: a full garbage collection (the runner's structures form
-    reference cycles that keep its buffers until one runs) and, where the C library is glibc,
-    `malloc_trim` (freed heap pages otherwise stay with the process)."""
+    process does not start on top of it: drops the object Beam's `shared` map keeps alive between
+    bundles (as tf.Transform does when its pipeline ends), then a full garbage collection (the
+    runner's structures form reference cycles that keep its buffers until one runs) and, where the
+    C library is glibc, `malloc_trim` (freed heap pages otherwise stay with the process)."""
+    shared.Shared().acquire(lambda: None)
     gc.collect()
     library = ctypes.util.find_library("c")
     trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None

@@ -1,13 +1,14 @@
 """A graph in compressed sparse rows (CSR), built from edges in parts that fit one worker each, and
-its file (no Beam).
+its files (no Beam).
 
-Node ids are strings; a graph numbers them in sorted order (`node_names`). `directed_edges` turns a
-batch of edge rows into directed edges between those numbers (an undirected edge both ways,
-self-loops dropped), so a Beam job can send each to the shard of its source node
-(`shard_of`, consecutive ranges of node numbers), where `adjacency_shard` merges duplicates and
-sorts them. `assemble_graph` puts the shards side by side: the CSR, 4 bytes per directed edge, 8
-per node, plus the running sum of the weights (8 bytes per directed edge) when edges are weighted.
-No step holds edges as strings, or more than one shard's edges beside the CSR.
+Node ids are strings; a graph numbers them in sorted order (`node_names`, `node_numbers`).
+`directed_edges` turns a batch of edge rows into directed edges between those numbers (an
+undirected edge both ways, self-loops dropped), so a Beam job can send each to the shard of its
+source node (`shard_of`: consecutive ranges of node numbers), where `adjacency_shard` merges
+duplicates and sorts them. A shard is saved as a file of its own (`save_shard`), the nodes' ids and
+degrees as one more (`save_nodes`); `load_graph` reads them back into the CSR: 4 bytes per directed
+edge, 8 per node, plus the running sum of the weights (8 bytes per directed edge) when edges are
+weighted. `assemble_graph` does the same in memory, for a graph built in one process.
 """
 from __future__ import annotations
 
@@ -113,6 +114,24 @@ class DirectedEdges(NamedTuple):
                              None if self.weights is None else self.weights[rows], self.canonical[rows])
 
 
+def node_numbers(names: pa.Array, ids: pa.Array) -> np.ndarray:
+    """Node ids [rows] -> their numbers, int32 [rows].
+
+    Args:
+        names: `node_names` of every edge [nodes].
+        ids: node ids, each one of `names`.
+
+    Raises:
+        ValueError: an id is not a node (the input changed after the ids were gathered).
+    """
+    numbers = pc.index_in(ids, value_set=names)
+    if numbers.null_count:
+        unknown = ids.filter(pc.is_null(numbers))[0]
+        raise ValueError(f"node id {unknown} was not among the ids gathered from the edges: did the input "
+                         f"change while the graph was built?")
+    return numbers.to_numpy().astype(np.int32)
+
+
 def directed_edges(names: pa.Array, sources: pa.Array, targets: pa.Array, weights: np.ndarray | None,
                    directed: bool) -> tuple[DirectedEdges, int]:
     """Edge rows (node ids, every id one of `names`) -> their directed edges and the self-loops dropped.
@@ -123,8 +142,7 @@ def directed_edges(names: pa.Array, sources: pa.Array, targets: pa.Array, weight
         weights: float64 [rows], None when unweighted.
         directed: an edge is source -> target only (else both ways).
     """
-    source, target = (pc.index_in(ids, value_set=names).to_numpy().astype(np.int32)
-                      for ids in (sources, targets))
+    source, target = node_numbers(names, sources), node_numbers(names, targets)
     kept = source != target
     loops = int(len(source) - np.count_nonzero(kept))
     source, target = source[kept], target[kept]
@@ -143,7 +161,8 @@ def shard_nodes(nodes: int) -> int:
 
 
 def shard_of(edges: DirectedEdges, nodes: int) -> list[tuple[int, DirectedEdges]]:
-    """Directed edges -> (shard, its edges) for each shard their source nodes fall in."""
+    """Directed edges [edges] -> (shard, its edges) for each shard their source nodes fall in, for a
+    graph of `nodes` nodes."""
     shards = edges.sources // shard_nodes(nodes)
     order = np.argsort(shards, kind="stable")
     present, starts = np.unique(shards[order], return_index=True)
@@ -185,19 +204,28 @@ def adjacency_shard(shard: int, parts: Iterable[DirectedEdges], nodes: int, dire
 
     Both directions of an undirected edge, given as (a, b) or as (b, a), land in the shards of their
     sources and merge there; the edge is counted once, by its direction from the smaller number.
+
+    Args:
+        shard: the shard's number (`shard_of`).
+        parts: the shard's directed edges, in any number of parts.
+        nodes: the graph's nodes.
+        directed: whether the graph is (how its edges are counted).
     """
     parts = list(parts)
     width = shard_nodes(nodes)
     first = shard * width
     sources = np.concatenate([part.sources for part in parts]).astype(np.int64) - first
-    distinct, inverse = np.unique(sources * nodes + np.concatenate([part.targets for part in parts]),
-                                  return_inverse=True)
+    keys = sources * nodes + np.concatenate([part.targets for part in parts])
     del sources
-    local, neighbours = distinct // nodes, (distinct % nodes).astype(np.int32)
     weights = None
-    if parts[0].weights is not None:
+    if parts[0].weights is None:
+        distinct = np.unique(keys)
+    else:
+        distinct, inverse = np.unique(keys, return_inverse=True)
         weights = np.bincount(inverse, weights=np.concatenate([part.weights for part in parts]),
                               minlength=len(distinct))
+    del keys
+    local, neighbours = distinct // nodes, (distinct % nodes).astype(np.int32)
     counted = len(distinct) if directed else int(np.count_nonzero(local + first < neighbours))
     return AdjacencyShard(ShardNodes(first=first, degrees=np.bincount(local, minlength=min(width, nodes - first)),
                                      edges=counted, rows=int(sum(np.count_nonzero(part.canonical) for part in parts))),
@@ -214,23 +242,15 @@ def node_degrees(names: pa.Array, shards: Iterable[ShardNodes]) -> NodeDegrees:
     return NodeDegrees(names, degrees, edges, rows - edges)
 
 
-def _csr(nodes: NodeDegrees, neighbours: list[np.ndarray], weights: list[np.ndarray] | None) -> Graph:
-    """The graph's nodes and its shards' neighbours and weights, in node order -> its CSR."""
-    offsets = np.concatenate([[0], np.cumsum(nodes.degrees)]).astype(np.int64)
-    joined = np.concatenate(neighbours) if neighbours else np.zeros(0, np.int32)
-    if len(joined) != offsets[-1]:
-        raise ValueError(f"the graph's shards hold {len(joined)} edges, its nodes' degrees {offsets[-1]}")
-    return Graph(names=nodes.names, offsets=offsets, neighbours=joined,
-                 cumulative=np.cumsum(np.concatenate(weights)) if weights else None,
-                 edges=nodes.edges, duplicates=nodes.duplicates)
-
-
 def assemble_graph(names: pa.Array, shards: Iterable[AdjacencyShard]) -> Graph:
     """The shards of a graph (in any order) -> its CSR."""
     shards = sorted(shards, key=lambda shard: shard.nodes.first)
+    nodes = node_degrees(names, [shard.nodes for shard in shards])
     weighted = bool(shards) and shards[0].weights is not None
-    return _csr(node_degrees(names, [shard.nodes for shard in shards]), [shard.neighbours for shard in shards],
-                [shard.weights for shard in shards] if weighted else None)
+    return Graph(names=names, offsets=np.concatenate([[0], np.cumsum(nodes.degrees)]).astype(np.int64),
+                 neighbours=np.concatenate([shard.neighbours for shard in shards] or [np.zeros(0, np.int32)]),
+                 cumulative=np.cumsum(np.concatenate([shard.weights for shard in shards])) if weighted else None,
+                 edges=nodes.edges, duplicates=nodes.duplicates)
 
 
 def graph_from_edges(sources: pa.Array, targets: pa.Array, weights: np.ndarray | None, directed: bool) -> Graph:
@@ -283,8 +303,14 @@ def save_nodes(names: pa.Array, shards: Iterable[ShardNodes], directory: str) ->
     return nodes
 
 
+def graph_nodes(directory: str) -> int:
+    """How many nodes the graph saved into `directory` has."""
+    return len(_read_arrays(fs.join(directory, NODES_FILE))["degrees"])
+
+
 def load_graph(directory: str) -> Graph:
-    """The graph whose nodes and shards were saved into `directory`.
+    """The graph whose nodes and shards were saved into `directory`, read one shard at a time into
+    arrays of the graph's size (no more than one shard beside the graph).
 
     Raises:
         ValueError: the shards do not hold the edges the nodes' degrees count.
@@ -292,7 +318,23 @@ def load_graph(directory: str) -> Graph:
     arrays = _read_arrays(fs.join(directory, NODES_FILE))
     names = pa.ipc.open_stream(arrays["names"].tobytes()).read_all().column(0).combine_chunks()
     edges, duplicates = (int(count) for count in arrays["counts"])
-    shards = [_read_arrays(path) for path in sorted(fs.glob(fs.join(directory, "shard-*.npz")))]
-    weighted = bool(shards) and "weights" in shards[0]
-    return _csr(NodeDegrees(names, arrays["degrees"], edges, duplicates), [shard.pop("neighbours") for shard in shards],
-                [shard.pop("weights") for shard in shards] if weighted else None)
+    offsets = np.concatenate([[0], np.cumsum(arrays["degrees"])]).astype(np.int64)
+    neighbours, cumulative = np.empty(offsets[-1], np.int32), None
+    mismatch = f"the graph's shards in {directory} do not hold the {offsets[-1]} edges its nodes' degrees count"
+    filled = 0
+    for path in sorted(fs.glob(fs.join(directory, "shard-*.npz"))):
+        shard = _read_arrays(path)
+        end = filled + len(shard["neighbours"])
+        if end > len(neighbours):
+            raise ValueError(mismatch)
+        neighbours[filled:end] = shard["neighbours"]
+        if "weights" in shard:
+            cumulative = np.empty(len(neighbours)) if cumulative is None else cumulative
+            cumulative[filled:end] = shard["weights"]
+        filled = end
+    if filled != len(neighbours):
+        raise ValueError(mismatch)
+    if cumulative is not None:
+        np.cumsum(cumulative, out=cumulative)
+    return Graph(names=names, offsets=offsets, neighbours=neighbours, cumulative=cumulative, edges=edges,
+                 duplicates=duplicates)

@@ -7,7 +7,7 @@ A graph config runs preprocess as two Beam jobs:
    its duplicates and writes its part of the graph (compressed sparse rows) as a file of its own;
    the last step writes the nodes' file (ids, degrees), and the node tables and invalid rows are
    written beside. No worker holds more than one shard's edges, and the edges cross the shuffle as
-   numbers (9 bytes per direction), never as strings.
+   numbers (9 bytes per direction, 8 more with weights), never as strings.
 2. The walks and tf.Transform's job: walks start from chunks of `CHUNK_NODES` nodes, spread over the
    workers (`Reshuffle`), and stream out as record batches of documents. Each worker process reads
    the graph once (`shared.Shared`, as RunInference loads a model), so the graph must fit one
@@ -61,7 +61,9 @@ class EdgePasses(NamedTuple):
 
 
 class GatherNodeNames(beam.CombineFn):
-    """Typed edge rows -> the sorted ids of every node (`adjacency.node_names`), a self-loop's too."""
+    """Typed edge rows -> the sorted ids of every node (`adjacency.node_names`), a self-loop's too.
+    The accumulator is a list of distinct-id arrays, merged whenever what waits beside the first
+    reaches its size: a worker holds each id about twice, not once per edge."""
 
     def __init__(self, graph: GraphConfig):
         self._graph = graph
@@ -71,16 +73,20 @@ class GatherNodeNames(beam.CombineFn):
 
     def add_input(self, accumulator: list[pa.Array], batch: pa.RecordBatch) -> list[pa.Array]:
         accumulator.append(node_names([batch.column(self._graph.source), batch.column(self._graph.target)]))
-        return accumulator
+        return self._merged_when_grown(accumulator)
 
     def merge_accumulators(self, accumulators) -> list[pa.Array]:
-        return [names for accumulator in accumulators for names in accumulator]
+        return self._merged_when_grown([names for accumulator in accumulators for names in accumulator])
 
     def compact(self, accumulator: list[pa.Array]) -> list[pa.Array]:
         return [node_names(accumulator)] if len(accumulator) > 1 else accumulator
 
     def extract_output(self, accumulator: list[pa.Array]) -> pa.Array:
         return self.compact(accumulator)[0] if accumulator else pa.array([], pa.string())
+
+    def _merged_when_grown(self, accumulator: list[pa.Array]) -> list[pa.Array]:
+        waiting = sum(len(names) for names in accumulator[1:])
+        return self.compact(accumulator) if waiting >= max(len(accumulator[0]), 1) else accumulator
 
 
 @beam.typehints.with_input_types(pa.RecordBatch, pa.Array)
@@ -242,20 +248,26 @@ class WalkFromEveryNode(beam.PTransform):
 
 class WalkGraph(beam.PTransform):
     """The pipeline -> walk documents of the graph in `graph_dir` for both tf.Transform passes (the
-    second pass walks again; each worker process reads the graph once for both)."""
+    second pass walks again; each worker process reads the graph once for both).
+
+    Args:
+        config: see GenerateWalks.
+        graph_dir: the directory `BuildGraph` wrote the graph into.
+        nodes: the graph's nodes (`adjacency.graph_nodes`).
+    """
 
     def __init__(self, config: Config, graph_dir: str, nodes: int):
         super().__init__()
         self._config = config
         self._graph_dir = graph_dir
         self._nodes = nodes
+        self._loaded = shared.Shared()
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> TransformInputs:
-        loaded = shared.Shared()
         first = pipeline | "WalkFromEveryNode" >> WalkFromEveryNode(self._config, self._graph_dir, self._nodes,
-                                                                     loaded, count=True)
+                                                                     self._loaded, count=True)
         again = pipeline | "WalkFromEveryNodeAgain" >> WalkFromEveryNode(self._config, self._graph_dir, self._nodes,
-                                                                          loaded, count=False)
+                                                                          self._loaded, count=False)
         return TransformInputs(first.train, again.train, again.eval)
 
 

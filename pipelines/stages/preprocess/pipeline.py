@@ -3,7 +3,8 @@
 A sequences or a graph config puts one step between the typed rows and tf.Transform: the rows
 become token documents (sessions, `sequences`; random walks, `graph`), and tf.Transform reads
 those (`documents`). A graph config runs two jobs: the first builds the graph from the edge rows
-and writes it to one file, the second walks it (see `graph`).
+and writes it into the staged tmp/ (a file per shard and one of its nodes), the second walks it
+(see `graph`).
 
 Outputs (published into the run directory only when the whole job succeeded):
     transform/   tf.Transform's transform_fn/ (vocabularies in its assets/), transformed_metadata/,
@@ -42,6 +43,7 @@ from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatc
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
 from pipelines.stages.preprocess.filters import apply_filters
+from pipelines.stages.preprocess.adjacency import graph_nodes
 from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
@@ -317,8 +319,8 @@ def graph_dir(staged: RunDir) -> str:
 
 
 def build_graph_job(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir) -> None:
-    """Wires a graph config's first job into `pipeline`: edge rows -> the graph file, the node tables
-    and the invalid rows, in the staged run directory `staged`."""
+    """Wires a graph config's first job into `pipeline`: edge rows, read twice -> the graph's files in
+    `graph_dir(staged)`, the node tables and the invalid rows, in the staged run directory `staged`."""
     rows = (pipeline
             | "ReadRawRows" >> ReadRawRows(config, schema)
             | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema))
@@ -351,7 +353,8 @@ def read_rows(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged
 def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir,
                    temp_dir: str, graph_nodes: int = 0) -> None:
     """Wires the preprocess job into `pipeline`, writing into the staged run directory `staged`; for a
-    graph config the second job, walking the graph of `graph_nodes` nodes that `build_graph_job` wrote."""
+    graph config the second job, walking the graph of `graph_nodes` nodes that `build_graph_job` wrote
+    into `graph_dir(staged)`."""
     with tft_beam.Context(temp_dir=temp_dir):
         if config.graph:
             inputs = pipeline | "WalkGraph" >> WalkGraph(config, graph_dir(staged), graph_nodes)
@@ -400,6 +403,7 @@ def run_job(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> 
     pipeline = make_pipeline(options)
     wire(pipeline)
     result = run_pipeline(pipeline)
+    del pipeline
     release_memory()
     return result
 
@@ -442,15 +446,15 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
                 results.append(run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged)))
                 record_counts(info, config, results)
                 check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
-            nodes = info["counts"]["nodes"] if config.graph else 0
+            nodes = graph_nodes(graph_dir(staged)) if config.graph else 0
             results.append(run_job(options, lambda pipeline: build_pipeline(pipeline, config, schema, staged, temp_dir,
                                                                             nodes)))
             record_counts(info, config, results)
             check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
             check_documents(info["counts"])
         except InvalidInputError:
-            fs.remove(staged.join("tmp"))
             run.publish("preprocess", ["invalid"])  # so the user can read what was rejected
             raise
-        fs.remove(staged.join("tmp"))
+        finally:
+            fs.remove(staged.join("tmp"))   # the graph's files are as large as its edges
     return info
