@@ -127,6 +127,16 @@ def test_a_graph_with_too_many_invalid_edges_publishes_only_invalid_and_leaves_n
     assert not list((tmp_path / "runs").rglob("graph"))   # the graph's files went with the staged tmp/
 
 
+def test_a_graph_of_self_loops_only_is_an_error_before_any_walk(tmp_path, capsys):
+    (tmp_path / "e.csv").write_text("src,dst\na,a\nb,b\n")
+    settings = {**walk_config(), "input": {"path": str(tmp_path / "e.csv"), "format": "csv"}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(settings))
+    assert run_cli("run", tmp_path / "g.yaml", "--output", tmp_path / "runs", "--run-id", "x") == 1
+    err = capsys.readouterr().err
+    assert "the graph has no edge between two different nodes (2 self-loops dropped)" in err
+    assert not (tmp_path / "runs" / "x" / "data").exists()
+
+
 def test_walks_have_their_length_follow_edges_and_repeat_with_the_seed():
     graph = graph_of(EDGES)
     edges = {(a, b) for a, near in enumerate(neighbour_sets(graph)) for b in near}

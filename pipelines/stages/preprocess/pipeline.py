@@ -389,6 +389,13 @@ def check_rows(counts: dict[str, int], reasons: dict[str, int], max_fraction: fl
             f"{max_fraction:.2%}: {top}; see {invalid_dir}")
 
 
+def check_edges(counts: dict[str, int]) -> None:
+    """Raises InvalidInputError when a graph has no edge between two different nodes."""
+    if counts["edges"] == 0:
+        raise InvalidInputError(f"the graph has no edge between two different nodes ({counts['self_loops']} "
+                                f"self-loops dropped): every walk would be one node, with nothing to learn from")
+
+
 def check_documents(counts: dict[str, int]) -> None:
     """Raises InvalidInputError when sequences or graphs gave no training document."""
     if counts.get("documents_train", 1) == 0:
@@ -446,6 +453,7 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
                 results.append(run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged)))
                 record_counts(info, config, results)
                 check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
+                check_edges(info["counts"])
             nodes = graph_nodes(graph_dir(staged)) if config.graph else 0
             results.append(run_job(options, lambda pipeline: build_pipeline(pipeline, config, schema, staged, temp_dir,
                                                                             nodes)))
