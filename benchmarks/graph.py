@@ -105,32 +105,31 @@ def quality(keys: list[str], vectors: np.ndarray, communities: pd.Series, held_o
 
 
 def beam_walk_seconds(config: dict, out: pathlib.Path) -> tuple[float, int]:
-    """Seconds of embedpipe's walk generation alone (its two Beam jobs, in-process runner: read and type
-    the rows, build and save the graph; one pass of walks) and the walks it made."""
+    """Seconds of embedpipe's walk generation alone (its two Beam jobs, in-process runner: the job that
+    reads the edge rows and builds and saves the graph, then one pass of walks) and the walks it made."""
     import apache_beam as beam
     from apache_beam.utils import shared
-    from pipelines.core.beam_runner import make_pipeline, pipeline_options, read_counters, run_pipeline
+    from pipelines.core.beam_runner import pipeline_options, read_counters
     from pipelines.core.config_parse import config_from_dict
+    from pipelines.core.rundir import RunDir
     from pipelines.stages.preprocess.adjacency import graph_nodes
-    from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, WalkFromEveryNode
-    from pipelines.stages.preprocess.pipeline import DecodeAndSplitRows, ReadRawRows
+    from pipelines.stages.preprocess.graph import WalkFromEveryNode
+    from pipelines.stages.preprocess.pipeline import build_graph_job, graph_dir, run_job
     from pipelines.stages.preprocess.schema import inspect_input
     logging.getLogger("apache_beam").setLevel(logging.WARNING)   # the runner's INFO lines are not the table's
     parsed = config_from_dict(config)
-    schema = inspect_input(parsed)
-    path = str(out / "walk-graph")
-    shutil.rmtree(path, ignore_errors=True)   # a graph's directory holds one file per shard
+    schema, options = inspect_input(parsed), pipeline_options([])
+    staged = RunDir(str(out / "walk-graph"))
+    shutil.rmtree(staged.path, ignore_errors=True)   # a graph's directory holds one file per shard
     started = time.perf_counter()
-    building = make_pipeline(pipeline_options([]))
-    passes = [building | f"Read{i}" >> ReadRawRows(parsed, schema)
-              | f"Decode{i}" >> DecodeAndSplitRows(parsed, schema, count=i == 0) for i in range(2)]
-    _ = EdgePasses(passes[0].train, passes[1].train) | BuildGraph(parsed.graph, path)
-    run_pipeline(building)
-    nodes = graph_nodes(path)
-    walking = make_pipeline(pipeline_options([]))
-    walks = walking | WalkFromEveryNode(parsed, path, nodes, shared.Shared(), count=True)
-    _ = (walks.train, walks.eval) | beam.Flatten() | beam.Map(lambda batch: batch.num_rows)
-    counts = read_counters(run_pipeline(walking))
+    run_job(options, lambda pipeline: build_graph_job(pipeline, parsed, schema, staged))
+    path = graph_dir(staged)
+
+    def walk(pipeline) -> None:
+        walks = pipeline | WalkFromEveryNode(parsed, path, graph_nodes(path), shared.Shared(), count=True)
+        _ = (walks.train, walks.eval) | beam.Flatten() | beam.Map(lambda batch: batch.num_rows)
+
+    counts = read_counters(run_job(options, walk))
     return time.perf_counter() - started, counts["documents_train"] + counts["documents_eval"]
 
 

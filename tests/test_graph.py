@@ -246,7 +246,7 @@ def test_a_graph_saved_shard_by_shard_loads_back_equal(tmp_path, weighted):
     edges, _ = directed_edges(names, sources, targets, weights, directed=False)
     shards = [adjacency_shard(shard, [part], len(names), directed=False) for shard, part in shard_of(edges, len(names))]
     directory = str(tmp_path / "graph")
-    saved = save_nodes(names, [save_shard(shard, directory) for shard in reversed(shards)], directory)
+    saved = save_nodes([save_shard(shard, directory) for shard in reversed(shards)], names, directory)
     expected = graph_from_edges(sources, targets, weights, directed=False)
     loaded = load_graph(directory)
     assert len(shards) == 3 and loaded.names.equals(expected.names) and saved.names.equals(expected.names)

@@ -242,12 +242,17 @@ def node_degrees(names: pa.Array, shards: Iterable[ShardNodes]) -> NodeDegrees:
     return NodeDegrees(names, degrees, edges, rows - edges)
 
 
+def _offsets(degrees: np.ndarray) -> np.ndarray:
+    """Out-degrees [nodes] -> CSR offsets, int64 [nodes + 1]."""
+    return np.concatenate([[0], np.cumsum(degrees)]).astype(np.int64)
+
+
 def assemble_graph(names: pa.Array, shards: Iterable[AdjacencyShard]) -> Graph:
     """The shards of a graph (in any order) -> its CSR."""
     shards = sorted(shards, key=lambda shard: shard.nodes.first)
     nodes = node_degrees(names, [shard.nodes for shard in shards])
     weighted = bool(shards) and shards[0].weights is not None
-    return Graph(names=names, offsets=np.concatenate([[0], np.cumsum(nodes.degrees)]).astype(np.int64),
+    return Graph(names=names, offsets=_offsets(nodes.degrees),
                  neighbours=np.concatenate([shard.neighbours for shard in shards] or [np.zeros(0, np.int32)]),
                  cumulative=np.cumsum(np.concatenate([shard.weights for shard in shards])) if weighted else None,
                  edges=nodes.edges, duplicates=nodes.duplicates)
@@ -290,9 +295,9 @@ def save_shard(shard: AdjacencyShard, directory: str) -> ShardNodes:
     return shard.nodes
 
 
-def save_nodes(names: pa.Array, shards: Iterable[ShardNodes], directory: str) -> NodeDegrees:
-    """Writes the graph's nodes (ids as an Arrow IPC stream, degrees) into its `directory`, once every
-    shard is saved; returns them."""
+def save_nodes(shards: Iterable[ShardNodes], names: pa.Array, directory: str) -> NodeDegrees:
+    """Every shard's nodes and the node ids -> the graph's nodes (ids as an Arrow IPC stream,
+    degrees), written into its `directory` once every shard is saved; returns them."""
     nodes = node_degrees(names, shards)
     stream = pa.BufferOutputStream()
     with pa.ipc.new_stream(stream, pa.schema([("name", pa.string())])) as writer:
@@ -318,7 +323,7 @@ def load_graph(directory: str) -> Graph:
     arrays = _read_arrays(fs.join(directory, NODES_FILE))
     names = pa.ipc.open_stream(arrays["names"].tobytes()).read_all().column(0).combine_chunks()
     edges, duplicates = (int(count) for count in arrays["counts"])
-    offsets = np.concatenate([[0], np.cumsum(arrays["degrees"])]).astype(np.int64)
+    offsets = _offsets(arrays["degrees"])
     neighbours, cumulative = np.empty(offsets[-1], np.int32), None
     mismatch = f"the graph's shards in {directory} do not hold the {offsets[-1]} edges its nodes' degrees count"
     filled = 0

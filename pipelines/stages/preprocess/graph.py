@@ -117,11 +117,6 @@ def save_shard_adjacency(grouped: tuple[int, Iterable[DirectedEdges]], names: pa
     return save_shard(adjacency_shard(shard, parts, len(names), directed), directory)
 
 
-def save_gathered_nodes(shards: list[ShardNodes], names: pa.Array, directory: str) -> NodeDegrees:
-    """Every shard's nodes -> the graph's nodes, written into its `directory` (`adjacency.save_nodes`)."""
-    return save_nodes(names, shards, directory)
-
-
 def count_graph(nodes: NodeDegrees) -> NodeDegrees:
     """Records the graph's size in the counters (once: the graph is one element)."""
     for name, value in (("nodes", len(nodes.names)), ("edges", nodes.edges), ("duplicate_edges", nodes.duplicates),
@@ -214,7 +209,7 @@ class BuildGraph(beam.PTransform):
                 | "GroupByShard" >> beam.GroupByKey()
                 | "MergeAndSaveShards" >> beam.Map(save_shard_adjacency, names, self._graph.directed, self._directory)
                 | "GatherShardNodes" >> beam.combiners.ToList()
-                | "SaveNodes" >> beam.Map(save_gathered_nodes, names, self._directory)
+                | "SaveNodes" >> beam.Map(save_nodes, names, self._directory)
                 | "CountGraph" >> beam.Map(count_graph))
 
 
