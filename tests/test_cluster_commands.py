@@ -70,7 +70,7 @@ def assert_graph_jobs_build(options: PipelineOptions, tmp_path) -> None:
     schema, staged = inspect_input(config), RunDir(str(tmp_path / "graph-staging"))
     building = make_pipeline(options)
     build_graph_job(building, config, schema, staged)
-    assert {"GatherNodeNames", "ToShardEdges", "GroupByShard", "MergeAndSaveShards", "SaveNodes",
+    assert {"GatherNodeNames", "WriteEdgeParts", "GroupPartsByShard", "MergeAndSaveShards", "SaveNodes",
             "WriteInvalidRows"} <= transform_names(building)
     walking = make_pipeline(options)
     build_pipeline(walking, config, schema, staged, str(tmp_path / "tmp"), graph_nodes=3)

@@ -3,6 +3,8 @@ bias (NumPy), the Beam job with its counts, then `embedpipe run` on planted comm
 from __future__ import annotations
 
 import json
+import os
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -14,15 +16,17 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
+from pipelines.core import fs
 from pipelines.core.beam_runner import read_counters
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError
 from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, GatherNodeNames, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.schema import RawSchema, required_columns, transform_column_types
-from pipelines.stages.preprocess.adjacency import (SHARD_NODES, Graph, adjacency_shard, assemble_graph,
-                                                   directed_edges, graph_from_edges, load_graph, node_names, node_numbers,
-                                                   save_nodes, save_shard, shard_of)
+from pipelines.stages.preprocess.adjacency import (EDGE_PARTS_DIR, SHARD_NODES, EdgePart, Graph, adjacency_shard,
+                                                   assemble_graph, directed_edges, graph_from_edges, load_edge_part,
+                                                   load_graph, node_names, node_numbers, save_edge_parts, save_nodes,
+                                                   save_shard, shard_of)
 from pipelines.stages.preprocess.walks import random_walks, walk_documents
 from pipelines.tools.datasets import planted_partition
 from tests.conftest import ROOT, run_cli
@@ -196,7 +200,8 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
     nodes = SHARD_NODES + 10   # two shards of edges, five chunks of start nodes
     ring = [(str(i), str((i + 1) % nodes)) for i in range(nodes)]
     rows = ring + [("5", "5"), ("1", "0"), ("x", "x")]   # two self-loops (x has no other edge), a duplicate
-    batch = pa.RecordBatch.from_pydict({"src": [s for s, _ in rows], "dst": [t for _, t in rows]})
+    batches = [pa.RecordBatch.from_pydict({"src": [s for s, _ in part], "dst": [t for _, t in part]})
+               for part in (rows[:1500], rows[1500:3000], rows[3000:])]
     allowed = {edge for a, b in ring for edge in ((a, b), (b, a))}
 
     def check(walks: list[list[str]]) -> None:
@@ -209,11 +214,17 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
     staged = RunDir(str(tmp_path))
     path = str(tmp_path / "graph")
     building = TestPipeline(runner=FnApiRunner())
-    rows = building | beam.Create([batch])
-    built_nodes = EdgePasses(rows, rows) | BuildGraph(parsed.graph, path)
+    edge_rows = building | beam.Create(batches)
+    # Edges written out once 4,000 are held (after the second batch: shard 0's), the rest at the bundle's end.
+    built_nodes = EdgePasses(edge_rows, edge_rows) | BuildGraph(parsed.graph, path, part_edges=4000)
     _ = built_nodes | WriteNodeTables(parsed, schema, staged)
     built = building.run()
     built.wait_until_finish()
+    assert len(os.listdir(tmp_path / "graph" / EDGE_PARTS_DIR)) == 2   # one file each time, for every shard
+    expected = graph_from_edges(pa.array([s for s, _ in rows]), pa.array([t for _, t in rows]), None, directed=False)
+    loaded = load_graph(path)
+    np.testing.assert_array_equal(loaded.offsets, expected.offsets)
+    np.testing.assert_array_equal(loaded.neighbours, expected.neighbours)
     counts = read_counters(built)
     assert (counts["self_loops"], counts["duplicate_edges"], counts["nodes_without_edges"]) == (2, 1, 1)
     assert counts["nodes"] == nodes + 1 and counts["edges"] == nodes
@@ -244,8 +255,16 @@ def test_a_graph_saved_shard_by_shard_loads_back_equal(tmp_path, weighted):
     weights = rng.uniform(0.5, 2.0, len(rows)) if weighted else None
     names = node_names([sources, targets])
     edges, _ = directed_edges(names, sources, targets, weights, directed=False)
-    shards = [adjacency_shard(shard, [part], len(names), directed=False) for shard, part in shard_of(edges, len(names))]
     directory = str(tmp_path / "graph")
+    written: dict[int, list[EdgePart]] = {}
+    remote = f"ram://edges-{uuid.uuid4().hex}"   # the parts read back by ranges, as from gs://
+    for half in np.array_split(np.arange(len(edges.sources)), 2):   # the edges written out twice, as a worker does
+        for shard, part in save_edge_parts(dict(shard_of(edges.take(half), len(names))), remote):
+            written.setdefault(shard, []).append(part)
+    assert [len(parts) for parts in written.values()] == [2, 2, 2]
+    assert len(fs.listdir(fs.join(remote, EDGE_PARTS_DIR))) == 2   # one file each time, for every shard
+    shards = [adjacency_shard(shard, [load_edge_part(part) for part in parts], len(names), directed=False)
+              for shard, parts in written.items()]
     saved = save_nodes([save_shard(shard, directory) for shard in reversed(shards)], names, directory)
     expected = graph_from_edges(sources, targets, weights, directed=False)
     loaded = load_graph(directory)

@@ -302,6 +302,13 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
+def read_range(path: str, start: int, length: int) -> bytes:
+    """`length` bytes of `path` from byte `start`; a remote file is read from there, not whole."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read(length)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     makedirs(dirname(path))
     with open(path, "wb") as handle:

@@ -4,8 +4,10 @@ its files (no Beam).
 Node ids are strings; a graph numbers them in sorted order (`node_names`, `node_numbers`).
 `directed_edges` turns a batch of edge rows into directed edges between those numbers (an
 undirected edge both ways, self-loops dropped), so a Beam job can send each to the shard of its
-source node (`shard_of`: consecutive ranges of node numbers), where `adjacency_shard` merges
-duplicates and sorts them. A shard is saved as a file of its own (`save_shard`), the nodes' ids and
+source node (`shard_of`: consecutive ranges of node numbers). Edges on their way to a shard are
+written to files (`save_edge_parts`: 9 bytes per directed edge, 8 more with weights), so that only
+their places cross a shuffle; the shard reads its parts back (`load_edge_part`) and `adjacency_shard`
+merges duplicates and sorts them. A shard is saved as a file of its own (`save_shard`), the nodes' ids and
 degrees as one more (`save_nodes`); `load_graph` reads them back into the CSR: 4 bytes per directed
 edge, 8 per node, plus the running sum of the weights (8 bytes per directed edge) when edges are
 weighted. `assemble_graph` does the same in memory, for a graph built in one process.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import uuid
 from typing import Iterable, NamedTuple
 
 import numpy as np
@@ -113,6 +116,13 @@ class DirectedEdges(NamedTuple):
         return DirectedEdges(self.sources[rows], self.targets[rows],
                              None if self.weights is None else self.weights[rows], self.canonical[rows])
 
+    @staticmethod
+    def concatenate(parts: list[DirectedEdges]) -> DirectedEdges:
+        """The edges of every part, in order (parts all weighted or all not)."""
+        return DirectedEdges(*(None if getattr(parts[0], field) is None
+                               else np.concatenate([getattr(part, field) for part in parts])
+                               for field in DirectedEdges._fields))
+
 
 def node_numbers(names: pa.Array, ids: pa.Array) -> np.ndarray:
     """Node ids [rows] -> their numbers, int32 [rows].
@@ -211,24 +221,21 @@ def adjacency_shard(shard: int, parts: Iterable[DirectedEdges], nodes: int, dire
         nodes: the graph's nodes.
         directed: whether the graph is (how its edges are counted).
     """
-    parts = list(parts)
+    edges = DirectedEdges.concatenate(list(parts))
     width = shard_nodes(nodes)
     first = shard * width
-    sources = np.concatenate([part.sources for part in parts]).astype(np.int64) - first
-    keys = sources * nodes + np.concatenate([part.targets for part in parts])
-    del sources
+    keys = (edges.sources.astype(np.int64) - first) * nodes + edges.targets
     weights = None
-    if parts[0].weights is None:
+    if edges.weights is None:
         distinct = np.unique(keys)
     else:
         distinct, inverse = np.unique(keys, return_inverse=True)
-        weights = np.bincount(inverse, weights=np.concatenate([part.weights for part in parts]),
-                              minlength=len(distinct))
+        weights = np.bincount(inverse, weights=edges.weights, minlength=len(distinct))
     del keys
     local, neighbours = distinct // nodes, (distinct % nodes).astype(np.int32)
     counted = len(distinct) if directed else int(np.count_nonzero(local + first < neighbours))
     return AdjacencyShard(ShardNodes(first=first, degrees=np.bincount(local, minlength=min(width, nodes - first)),
-                                     edges=counted, rows=int(sum(np.count_nonzero(part.canonical) for part in parts))),
+                                     edges=counted, rows=int(np.count_nonzero(edges.canonical))),
                           neighbours=neighbours, weights=weights)
 
 
@@ -266,8 +273,10 @@ def graph_from_edges(sources: pa.Array, targets: pa.Array, weights: np.ndarray |
                                   for shard, part in shard_of(edges, len(names))])
 
 
-# A graph's files, in one directory (any file system): the nodes, and one file per shard with edges.
+# A graph's files, in one directory (any file system): the nodes, and one file per shard with edges;
+# while it is built, the edges on their way to their shards in a directory of their own.
 NODES_FILE = "nodes.npz"
+EDGE_PARTS_DIR = "edge-parts"
 
 
 def _shard_file(directory: str, first: int) -> str:
@@ -286,6 +295,53 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
     with fs.open(path, "rb") as file:
         archive = np.load(io.BytesIO(file.read()))
         return {name: archive[name] for name in archive.files}
+
+
+class EdgePart(NamedTuple):
+    """Where some of a shard's directed edges were written: `length` bytes of the file `path` from
+    byte `start`, an Arrow IPC stream of one record batch."""
+    path: str
+    start: int
+    length: int
+
+
+def _edge_batch(edges: DirectedEdges) -> pa.RecordBatch:
+    columns = {"sources": edges.sources, "targets": edges.targets, "canonical": edges.canonical,
+               **({} if edges.weights is None else {"weights": edges.weights})}
+    return pa.record_batch(list(columns.values()), names=list(columns))
+
+
+def save_edge_parts(shards: dict[int, DirectedEdges], directory: str) -> list[tuple[int, EdgePart]]:
+    """Writes directed edges bound for several shards as one file under the graph's `directory`, one
+    shard after another (as a sort-based shuffle writes one file per map task, each reducer reading
+    its range); returns where each shard's edges are. The file's name is new each time: a retried
+    bundle writes a new file, and only the parts it returns are read."""
+    path = fs.join(directory, EDGE_PARTS_DIR, f"part-{uuid.uuid4().hex}.arrows")
+    fs.makedirs(fs.dirname(path))
+    written, start = [], 0
+    with fs.open(path, "wb") as out:
+        for shard, edges in sorted(shards.items()):
+            batch = _edge_batch(edges)
+            segment = pa.BufferOutputStream()
+            with pa.ipc.new_stream(segment, batch.schema) as writer:
+                writer.write_batch(batch)
+            data = segment.getvalue().to_pybytes()
+            out.write(data)
+            written.append((shard, EdgePart(path, start, len(data))))
+            start += len(data)
+    return written
+
+
+def load_edge_part(part: EdgePart) -> DirectedEdges:
+    """The directed edges `save_edge_parts` wrote to `part` (only its range of the file is read)."""
+    batch = pa.ipc.open_stream(fs.read_range(part.path, part.start, part.length)).read_next_batch()
+    columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+    return DirectedEdges(columns["sources"], columns["targets"], columns.get("weights"), columns["canonical"])
+
+
+def remove_edge_parts(directory: str) -> None:
+    """Removes the edges' part files from the graph's `directory` (once its shards are saved)."""
+    fs.remove(fs.join(directory, EDGE_PARTS_DIR))
 
 
 def save_shard(shard: AdjacencyShard, directory: str) -> ShardNodes:

@@ -2,12 +2,13 @@
 
 A graph config runs preprocess as two Beam jobs:
 1. Building the graph (`BuildGraph`, `pipeline.build_graph_job`): a combine gathers the node ids
-   from one read of the edge rows; a second read numbers each edge's ends and sends each directed
-   edge to the shard of its source node (a range of node numbers, `adjacency`). Each shard merges
+   from one read of the edge rows; a second read numbers each edge's ends and writes each directed
+   edge, bound for the shard of its source node (a range of node numbers, `adjacency`), to a file:
+   only where it is crosses the shuffle (`WriteEdgeParts`). Each shard reads its parts, merges
    its duplicates and writes its part of the graph (compressed sparse rows) as a file of its own;
    the last step writes the nodes' file (ids, degrees), and the node tables and invalid rows are
-   written beside. No worker holds more than one shard's edges, and the edges cross the shuffle as
-   numbers (9 bytes per direction, 8 more with weights), never as strings.
+   written beside. No worker holds more than one shard's edges (or `PART_EDGES` while writing
+   them), and no runner holds them in its shuffle.
 2. The walks and tf.Transform's job: walks start from chunks of `CHUNK_NODES` nodes, spread over the
    workers (`Reshuffle`), and stream out as record batches of documents. Each worker process reads
    the graph once (`shared.Shared`, as RunInference loads a model), so the graph must fit one
@@ -33,21 +34,24 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.core import fs
 from pipelines.core.beam_runner import COUNTER_NAMESPACE
 from pipelines.core.config import Config, GraphConfig
 from pipelines.core.rundir import RunDir
-from pipelines.stages.preprocess.adjacency import (DirectedEdges, NodeDegrees, ShardNodes, adjacency_shard,
-                                                   directed_edges, load_graph, node_names, save_nodes, save_shard,
-                                                   shard_of)
+from pipelines.stages.preprocess.adjacency import (DirectedEdges, EdgePart, NodeDegrees, ShardNodes,
+                                                   adjacency_shard, directed_edges, load_edge_part, load_graph,
+                                                   node_names, save_edge_parts, save_nodes, save_shard, shard_of)
 from pipelines.stages.preprocess.documents import TransformInputs, document_column, ragged_batch
 from pipelines.stages.preprocess.entities import entity_table_schema
 from pipelines.stages.preprocess.schema import RawSchema
 from pipelines.stages.preprocess.walks import random_walks, walk_documents
 
 CHUNK_NODES = 1024
+PART_EDGES = 1 << 21   # directed edges a worker holds before writing them out: 18 MiB, 35 with weights
 NODE_ROWS_PER_TABLE = 65536
 GRAPH_COUNTERS = ("nodes", "edges", "self_loops", "duplicate_edges", "nodes_without_edges", "walk_tokens",
                   "documents_train", "documents_eval")
@@ -90,31 +94,60 @@ class GatherNodeNames(beam.CombineFn):
 
 
 @beam.typehints.with_input_types(pa.RecordBatch, pa.Array)
-class ToShardEdges(beam.DoFn):
-    """Typed edge rows -> (shard, its directed edges) per shard of their source nodes
-    (`adjacency.directed_edges`, `shard_of`); self-loops dropped and counted."""
+@beam.typehints.with_output_types(tuple[int, EdgePart])
+class WriteEdgeParts(beam.DoFn):
+    """Typed edge rows -> (shard, where some of its directed edges were written) (`adjacency.directed_edges`,
+    `shard_of`, `save_edge_parts`); self-loops dropped and counted.
 
-    def __init__(self, graph: GraphConfig):
+    A bundle's edges are held per shard and written out, one file for every shard, whenever
+    `part_edges` directed edges are held, and at the bundle's end: the edges go to files, not
+    through the runner's shuffle (which the in-process runner holds in memory until the job ends),
+    and only where they are crosses it.
+    """
+
+    def __init__(self, graph: GraphConfig, directory: str, part_edges: int = PART_EDGES):
         self._graph = graph
+        self._directory = directory
+        self._part_edges = part_edges
 
     def setup(self) -> None:
         self._self_loops = Metrics.counter(COUNTER_NAMESPACE, "self_loops")
 
-    def process(self, batch: pa.RecordBatch, names: pa.Array) -> Iterator[tuple[int, DirectedEdges]]:
+    def start_bundle(self) -> None:
+        self._held: dict[int, list[DirectedEdges]] = {}
+        self._held_edges = 0
+
+    def process(self, batch: pa.RecordBatch, names: pa.Array) -> Iterator[tuple[int, EdgePart]]:
         graph = self._graph
         weights = batch.column(graph.weight).cast(pa.float64()).to_numpy() if graph.weight else None
         edges, loops = directed_edges(names, batch.column(graph.source), batch.column(graph.target), weights,
                                       graph.directed)
         self._self_loops.inc(loops)
-        yield from shard_of(edges, len(names))
+        for shard, part in shard_of(edges, len(names)):
+            self._held.setdefault(shard, []).append(part)
+        self._held_edges += len(edges.sources)
+        if self._held_edges >= self._part_edges:
+            yield from self._write_held()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for written in self._write_held():
+            yield GlobalWindows.windowed_value(written)
+
+    def _write_held(self) -> list[tuple[int, EdgePart]]:
+        held, self._held, self._held_edges = self._held, {}, 0
+        if not held:
+            return []
+        return save_edge_parts({shard: DirectedEdges.concatenate(parts) for shard, parts in held.items()},
+                               self._directory)
 
 
-def save_shard_adjacency(grouped: tuple[int, Iterable[DirectedEdges]], names: pa.Array, directed: bool,
+def merge_and_save_shard(grouped: tuple[int, Iterable[EdgePart]], names: pa.Array, directed: bool,
                          directory: str) -> ShardNodes:
-    """A shard and its grouped edges -> its adjacency (`adjacency.adjacency_shard`), written into the
-    graph's `directory`; only its nodes go on."""
+    """A shard and where its edges were written -> its adjacency (`adjacency.adjacency_shard`), written
+    into the graph's `directory`; only its nodes go on."""
     shard, parts = grouped
-    return save_shard(adjacency_shard(shard, parts, len(names), directed), directory)
+    return save_shard(adjacency_shard(shard, [load_edge_part(part) for part in parts], len(names), directed),
+                      directory)
 
 
 def count_graph(nodes: NodeDegrees) -> NodeDegrees:
@@ -194,20 +227,23 @@ class BuildGraph(beam.PTransform):
     Args:
         graph: the graph settings.
         directory: where the graph goes (`adjacency.save_shard`, `save_nodes`), for the walks' job to read.
+        part_edges: directed edges a worker holds before it writes them out (`WriteEdgeParts`).
     """
 
-    def __init__(self, graph: GraphConfig, directory: str):
+    def __init__(self, graph: GraphConfig, directory: str, part_edges: int = PART_EDGES):
         super().__init__()
         self._graph = graph
         self._directory = directory
+        self._part_edges = part_edges
 
     def expand(self, passes: EdgePasses) -> beam.PCollection:
         names = beam.pvalue.AsSingleton(passes.nodes | "GatherNodeNames" >> beam.CombineGlobally(
             GatherNodeNames(self._graph)))
         return (passes.edges
-                | "ToShardEdges" >> beam.ParDo(ToShardEdges(self._graph), names)
-                | "GroupByShard" >> beam.GroupByKey()
-                | "MergeAndSaveShards" >> beam.Map(save_shard_adjacency, names, self._graph.directed, self._directory)
+                | "WriteEdgeParts" >> beam.ParDo(WriteEdgeParts(self._graph, self._directory, self._part_edges),
+                                                       names)
+                | "GroupPartsByShard" >> beam.GroupByKey()
+                | "MergeAndSaveShards" >> beam.Map(merge_and_save_shard, names, self._graph.directed, self._directory)
                 | "GatherShardNodes" >> beam.combiners.ToList()
                 | "SaveNodes" >> beam.Map(save_nodes, names, self._directory)
                 | "CountGraph" >> beam.Map(count_graph))

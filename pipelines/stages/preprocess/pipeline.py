@@ -43,7 +43,7 @@ from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatc
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
 from pipelines.stages.preprocess.filters import apply_filters
-from pipelines.stages.preprocess.adjacency import graph_nodes
+from pipelines.stages.preprocess.adjacency import graph_nodes, remove_edge_parts
 from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
@@ -451,6 +451,7 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
             results = []
             if config.graph:
                 results.append(run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged)))
+                remove_edge_parts(graph_dir(staged))
                 record_counts(info, config, results)
                 check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
                 check_edges(info["counts"])
