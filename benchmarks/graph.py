@@ -114,7 +114,7 @@ def beam_walk_seconds(config: dict, out: pathlib.Path) -> tuple[float, int]:
     from pipelines.core.rundir import RunDir
     from pipelines.stages.preprocess.adjacency import graph_nodes
     from pipelines.stages.preprocess.graph import WalkFromEveryNode
-    from pipelines.stages.preprocess.pipeline import build_graph_job, graph_dir, run_job
+    from pipelines.stages.preprocess.pipeline import graph_dir, run_build_graph_job, run_job
     from pipelines.stages.preprocess.schema import inspect_input
     logging.getLogger("apache_beam").setLevel(logging.WARNING)   # the runner's INFO lines are not the table's
     parsed = config_from_dict(config)
@@ -122,7 +122,7 @@ def beam_walk_seconds(config: dict, out: pathlib.Path) -> tuple[float, int]:
     staged = RunDir(str(out / "walk-graph"))
     shutil.rmtree(staged.path, ignore_errors=True)   # a graph's directory holds one file per shard
     started = time.perf_counter()
-    run_job(options, lambda pipeline: build_graph_job(pipeline, parsed, schema, staged))
+    run_build_graph_job(options, parsed, schema, staged)
     path = graph_dir(staged)
 
     def walk(pipeline) -> None:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pipelines.cli.parser import build_parser
-from pipelines.core.beam_runner import make_pipeline, pipeline_options
+from pipelines.core.beam_runner import make_pipeline, pipeline_options, runs_in_process
 from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 
 NOISE = ("absl", "oneDNN", "cuInit", "cpu_feature_guard", "WriteImpl", "Renamed", "struct2tensor",
@@ -71,6 +71,11 @@ def test_the_local_runner_is_pinned_and_recorded(user_run):
     two = pipeline_options(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
     assert type(make_pipeline(two).runner).__name__ == "FnApiRunner"
     assert type(make_pipeline(pipeline_options(["--runner", "DirectRunner"])).runner).__name__ != "FnApiRunner"
+    in_process = {args[-1] if args else "pinned": runs_in_process(pipeline_options(args))
+                  for args in ([], ["--runner", "DirectRunner"], ["--runner", "direct"], ["--runner", "FlinkRunner"],
+                               ["--runner", "DataflowRunner"])}
+    assert in_process == {"pinned": True, "DirectRunner": True, "direct": True, "FlinkRunner": False,
+                          "DataflowRunner": False}
 
 
 @pytest.mark.parametrize("args, message", [

@@ -69,8 +69,8 @@ def assert_graph_jobs_build(options: PipelineOptions, tmp_path) -> None:
     config, _ = load_config(str(tmp_path / "graph.yaml"))
     schema, staged = inspect_input(config), RunDir(str(tmp_path / "graph-staging"))
     building = make_pipeline(options)
-    build_graph_job(building, config, schema, staged)
-    assert {"GatherNodeNames", "WriteEdgeParts", "GroupPartsByShard", "MergeAndSaveShards", "SaveNodes",
+    build_graph_job(building, config, schema, staged, parts_dir=None)
+    assert {"GatherNodeNames", "ToShardParts", "GroupPartsByShard", "MergeAndSaveShards", "SaveNodes",
             "WriteInvalidRows"} <= transform_names(building)
     walking = make_pipeline(options)
     build_pipeline(walking, config, schema, staged, str(tmp_path / "tmp"), graph_nodes=3)

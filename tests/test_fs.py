@@ -42,6 +42,15 @@ def test_backend_conformance(tmp_path, kind):
     assert not backend.exists(fs.join(root, "c", "b", "x.txt"))
 
 
+@pytest.mark.parametrize("root", ["{tmp}", "ram://range"])
+def test_a_range_is_read_from_its_start_and_a_short_file_is_an_error(tmp_path, root):
+    path = fs.join(root.format(tmp=tmp_path), f"r-{uuid.uuid4().hex}.bin")
+    fs.write_bytes(path, bytes(range(100)))
+    assert fs.read_range(path, 10, 5) == bytes([10, 11, 12, 13, 14])
+    with pytest.raises(OSError, match="8 of 10 bytes at byte 92: the file is shorter than expected"):
+        fs.read_range(path, 92, 10)
+
+
 def test_module_functions_route_by_scheme(tmp_path):
     remote = f"ram://route-{uuid.uuid4().hex}"
     fs.write_text_atomic(fs.join(remote, "m.json"), "{}")

@@ -23,7 +23,7 @@ from pipelines.core.errors import ConfigError
 from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess.graph import BuildGraph, EdgePasses, GatherNodeNames, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.schema import RawSchema, required_columns, transform_column_types
-from pipelines.stages.preprocess.adjacency import (EDGE_PARTS_DIR, SHARD_NODES, EdgePart, Graph, adjacency_shard,
+from pipelines.stages.preprocess.adjacency import (SHARD_NODES, EdgePart, Graph, adjacency_shard,
                                                    assemble_graph, directed_edges, graph_from_edges, load_edge_part,
                                                    load_graph, node_names, node_numbers, save_edge_parts, save_nodes,
                                                    save_shard, shard_of)
@@ -211,25 +211,29 @@ def test_beam_walks_cover_every_node_on_existing_edges_and_count_what_was_droppe
                    for walk in walks if walk[0] != "x")
         assert [walk for walk in walks if walk[0] == "x"] == [["x"]] * 3
 
-    staged = RunDir(str(tmp_path))
-    path = str(tmp_path / "graph")
-    building = TestPipeline(runner=FnApiRunner())
-    edge_rows = building | beam.Create(batches)
-    # Edges written out once 4,000 are held (after the second batch: shard 0's), the rest at the bundle's end.
-    built_nodes = EdgePasses(edge_rows, edge_rows) | BuildGraph(parsed.graph, path, part_edges=4000)
-    _ = built_nodes | WriteNodeTables(parsed, schema, staged)
-    built = building.run()
-    built.wait_until_finish()
-    assert len(os.listdir(tmp_path / "graph" / EDGE_PARTS_DIR)) == 2   # one file each time, for every shard
+    def build(name: str, parts_dir: str | None) -> dict[str, int]:
+        building = TestPipeline(runner=FnApiRunner())
+        edge_rows = building | beam.Create(batches)
+        built_nodes = (EdgePasses(edge_rows, edge_rows)
+                       | BuildGraph(parsed.graph, str(tmp_path / name / "graph"), parts_dir, part_edges=4000))
+        _ = built_nodes | WriteNodeTables(parsed, schema, RunDir(str(tmp_path / name)))
+        built = building.run()
+        built.wait_until_finish()
+        return read_counters(built)
+
     expected = graph_from_edges(pa.array([s for s, _ in rows]), pa.array([t for _, t in rows]), None, directed=False)
-    loaded = load_graph(path)
-    np.testing.assert_array_equal(loaded.offsets, expected.offsets)
-    np.testing.assert_array_equal(loaded.neighbours, expected.neighbours)
-    counts = read_counters(built)
-    assert (counts["self_loops"], counts["duplicate_edges"], counts["nodes_without_edges"]) == (2, 1, 1)
-    assert counts["nodes"] == nodes + 1 and counts["edges"] == nodes
-    table = pd.read_parquet(staged.entity_table_dir("node"))
-    assert len(table) == nodes + 1 and table.set_index("key")["count"].to_dict()["x"] == 0
+    for name, parts_dir in (("shuffled", None), ("graph", str(tmp_path / "parts"))):
+        counts = build(name, parts_dir)
+        loaded = load_graph(str(tmp_path / name / "graph"))
+        np.testing.assert_array_equal(loaded.offsets, expected.offsets)
+        np.testing.assert_array_equal(loaded.neighbours, expected.neighbours)
+        assert (counts["self_loops"], counts["duplicate_edges"], counts["nodes_without_edges"]) == (2, 1, 1)
+        assert counts["nodes"] == nodes + 1 and counts["edges"] == nodes
+        table = pd.read_parquet(RunDir(str(tmp_path / name)).entity_table_dir("node"))
+        assert len(table) == nodes + 1 and table.set_index("key")["count"].to_dict()["x"] == 0
+    # Through files, edges go on once 4,000 are held (after the second batch) and at the bundle's end.
+    assert len(os.listdir(tmp_path / "parts")) == 2
+    path = str(tmp_path / "graph" / "graph")
 
     walking = TestPipeline(runner=FnApiRunner())
     inputs = walking | WalkGraph(parsed, path, counts["nodes"])
@@ -262,7 +266,7 @@ def test_a_graph_saved_shard_by_shard_loads_back_equal(tmp_path, weighted):
         for shard, part in save_edge_parts(dict(shard_of(edges.take(half), len(names))), remote):
             written.setdefault(shard, []).append(part)
     assert [len(parts) for parts in written.values()] == [2, 2, 2]
-    assert len(fs.listdir(fs.join(remote, EDGE_PARTS_DIR))) == 2   # one file each time, for every shard
+    assert len(fs.listdir(remote)) == 2   # one file each time, for every shard
     shards = [adjacency_shard(shard, [load_edge_part(part) for part in parts], len(names), directed=False)
               for shard, parts in written.items()]
     saved = save_nodes([save_shard(shard, directory) for shard in reversed(shards)], names, directory)

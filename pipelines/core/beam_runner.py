@@ -79,6 +79,13 @@ def runner_name(options: PipelineOptions) -> str:
     return f"{LOCAL_RUNNER} ({direct.direct_running_mode}, {workers} worker{'' if workers == 1 else 's'})"
 
 
+def runs_in_process(options: PipelineOptions) -> bool:
+    """Whether a pipeline with these options runs on Beam's in-process runner (`make_pipeline`'s pinned
+    one, or the DirectRunner named): its workers share this machine, and its shuffle is held in memory."""
+    runner = options.view_as(StandardOptions).runner
+    return not runner or (isinstance(runner, str) and runner.lower().removesuffix("runner") == "direct")
+
+
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the runner `options` names, or on the pinned in-process runner."""
     if options.view_as(StandardOptions).runner:

@@ -303,10 +303,17 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_range(path: str, start: int, length: int) -> bytes:
-    """`length` bytes of `path` from byte `start`; a remote file is read from there, not whole."""
+    """`length` bytes of `path` from byte `start` (a seek, then a read).
+
+    Raises:
+        OSError: the file ends before them.
+    """
     with open(path, "rb") as handle:
         handle.seek(start)
-        return handle.read(length)
+        data = handle.read(length)
+    if len(data) != length:
+        raise OSError(f"{path}: {len(data)} of {length} bytes at byte {start}: the file is shorter than expected")
+    return data
 
 
 def write_bytes(path: str, data: bytes) -> None:

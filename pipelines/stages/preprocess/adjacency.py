@@ -4,10 +4,10 @@ its files (no Beam).
 Node ids are strings; a graph numbers them in sorted order (`node_names`, `node_numbers`).
 `directed_edges` turns a batch of edge rows into directed edges between those numbers (an
 undirected edge both ways, self-loops dropped), so a Beam job can send each to the shard of its
-source node (`shard_of`: consecutive ranges of node numbers). Edges on their way to a shard are
-written to files (`save_edge_parts`: 9 bytes per directed edge, 8 more with weights), so that only
-their places cross a shuffle; the shard reads its parts back (`load_edge_part`) and `adjacency_shard`
-merges duplicates and sorts them. A shard is saved as a file of its own (`save_shard`), the nodes' ids and
+source node (`shard_of`: consecutive ranges of node numbers), either through a shuffle or, written
+to a file (`save_edge_parts`, about 8 bytes per directed edge, 8 more with weights), as where it is
+(`EdgePart`, read back by `load_edge_part`); `adjacency_shard` merges the shard's duplicates and
+sorts them. A shard is saved as a file of its own (`save_shard`), the nodes' ids and
 degrees as one more (`save_nodes`); `load_graph` reads them back into the CSR: 4 bytes per directed
 edge, 8 per node, plus the running sum of the weights (8 bytes per directed edge) when edges are
 weighted. `assemble_graph` does the same in memory, for a graph built in one process.
@@ -273,10 +273,8 @@ def graph_from_edges(sources: pa.Array, targets: pa.Array, weights: np.ndarray |
                                   for shard, part in shard_of(edges, len(names))])
 
 
-# A graph's files, in one directory (any file system): the nodes, and one file per shard with edges;
-# while it is built, the edges on their way to their shards in a directory of their own.
+# A graph's files, in one directory (any file system): the nodes, and one file per shard with edges.
 NODES_FILE = "nodes.npz"
-EDGE_PARTS_DIR = "edge-parts"
 
 
 def _shard_file(directory: str, first: int) -> str:
@@ -312,12 +310,12 @@ def _edge_batch(edges: DirectedEdges) -> pa.RecordBatch:
 
 
 def save_edge_parts(shards: dict[int, DirectedEdges], directory: str) -> list[tuple[int, EdgePart]]:
-    """Writes directed edges bound for several shards as one file under the graph's `directory`, one
-    shard after another (as a sort-based shuffle writes one file per map task, each reducer reading
-    its range); returns where each shard's edges are. The file's name is new each time: a retried
-    bundle writes a new file, and only the parts it returns are read."""
-    path = fs.join(directory, EDGE_PARTS_DIR, f"part-{uuid.uuid4().hex}.arrows")
-    fs.makedirs(fs.dirname(path))
+    """Writes directed edges bound for several shards into `directory` as one file, one shard after
+    another (as a sort-based shuffle writes a file per map task, each reducer reading its range);
+    returns where each shard's edges are. The file's name is new each time: a retried bundle writes a
+    new file, and only the parts it returns are read."""
+    path = fs.join(directory, f"edges-{uuid.uuid4().hex}.arrows")
+    fs.makedirs(directory)
     written, start = [], 0
     with fs.open(path, "wb") as out:
         for shard, edges in sorted(shards.items()):
@@ -325,7 +323,7 @@ def save_edge_parts(shards: dict[int, DirectedEdges], directory: str) -> list[tu
             segment = pa.BufferOutputStream()
             with pa.ipc.new_stream(segment, batch.schema) as writer:
                 writer.write_batch(batch)
-            data = segment.getvalue().to_pybytes()
+            data = segment.getvalue().to_pybytes()   # bytes: what every file system's writer takes
             out.write(data)
             written.append((shard, EdgePart(path, start, len(data))))
             start += len(data)
@@ -337,11 +335,6 @@ def load_edge_part(part: EdgePart) -> DirectedEdges:
     batch = pa.ipc.open_stream(fs.read_range(part.path, part.start, part.length)).read_next_batch()
     columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
     return DirectedEdges(columns["sources"], columns["targets"], columns.get("weights"), columns["canonical"])
-
-
-def remove_edge_parts(directory: str) -> None:
-    """Removes the edges' part files from the graph's `directory` (once its shards are saved)."""
-    fs.remove(fs.join(directory, EDGE_PARTS_DIR))
 
 
 def save_shard(shard: AdjacencyShard, directory: str) -> ShardNodes:

@@ -2,13 +2,14 @@
 
 A graph config runs preprocess as two Beam jobs:
 1. Building the graph (`BuildGraph`, `pipeline.build_graph_job`): a combine gathers the node ids
-   from one read of the edge rows; a second read numbers each edge's ends and writes each directed
-   edge, bound for the shard of its source node (a range of node numbers, `adjacency`), to a file:
-   only where it is crosses the shuffle (`WriteEdgeParts`). Each shard reads its parts, merges
-   its duplicates and writes its part of the graph (compressed sparse rows) as a file of its own;
-   the last step writes the nodes' file (ids, degrees), and the node tables and invalid rows are
-   written beside. No worker holds more than one shard's edges (or `PART_EDGES` while writing
-   them), and no runner holds them in its shuffle.
+   from one read of the edge rows; a second read numbers each edge's ends and sends each directed
+   edge to the shard of its source node (a range of node numbers, `adjacency`), in parts of many
+   edges: through the runner's shuffle, or, on a runner that holds its shuffle in memory, through
+   files on the workers' shared disk (`ToShardParts`). Each shard merges its duplicates and writes
+   its part of the graph (compressed sparse rows) as a file of its own; the last step writes the
+   nodes' file (ids, degrees), and the node tables and invalid rows are written beside. No worker
+   holds more than one shard's edges (and `PART_EDGES` on their way), and the edges cross the
+   shuffle as numbers (9 bytes per direction, 8 more with weights), never as strings.
 2. The walks and tf.Transform's job: walks start from chunks of `CHUNK_NODES` nodes, spread over the
    workers (`Reshuffle`), and stream out as record batches of documents. Each worker process reads
    the graph once (`shared.Shared`, as RunInference loads a model), so the graph must fit one
@@ -28,14 +29,15 @@ their walks are the node alone.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple, Union
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils import shared
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.core import fs
@@ -51,7 +53,7 @@ from pipelines.stages.preprocess.schema import RawSchema
 from pipelines.stages.preprocess.walks import random_walks, walk_documents
 
 CHUNK_NODES = 1024
-PART_EDGES = 1 << 21   # directed edges a worker holds before writing them out: 18 MiB, 35 with weights
+PART_EDGES = 1 << 21   # directed edges a worker holds before they go on to their shards (ToShardParts)
 NODE_ROWS_PER_TABLE = 65536
 GRAPH_COUNTERS = ("nodes", "edges", "self_loops", "duplicate_edges", "nodes_without_edges", "walk_tokens",
                   "documents_train", "documents_eval")
@@ -94,20 +96,27 @@ class GatherNodeNames(beam.CombineFn):
 
 
 @beam.typehints.with_input_types(pa.RecordBatch, pa.Array)
-@beam.typehints.with_output_types(tuple[int, EdgePart])
-class WriteEdgeParts(beam.DoFn):
-    """Typed edge rows -> (shard, where some of its directed edges were written) (`adjacency.directed_edges`,
-    `shard_of`, `save_edge_parts`); self-loops dropped and counted.
+@beam.typehints.with_output_types(tuple[int, Union[DirectedEdges, EdgePart]])
+class ToShardParts(beam.DoFn):
+    """Typed edge rows -> (shard, a part of its directed edges) (`adjacency.directed_edges`, `shard_of`);
+    self-loops dropped and counted.
 
-    A bundle's edges are held per shard and written out, one file for every shard, whenever
-    `part_edges` directed edges are held, and at the bundle's end: the edges go to files, not
-    through the runner's shuffle (which the in-process runner holds in memory until the job ends),
-    and only where they are crosses it.
+    A bundle's edges are held per shard and go on whenever `part_edges` directed edges are held, and
+    at the bundle's end: as arrays, through the runner's shuffle; or, given `parts_dir`, written there
+    as one file (`adjacency.save_edge_parts`), only where each shard's edges are (`EdgePart`) crossing
+    the shuffle. Files are for a runner that holds its shuffle in memory (the in-process one: its
+    workers share this machine's disk).
+
+    Args:
+        graph: the graph settings.
+        parts_dir: a directory every worker can read, or None.
+        part_edges: directed edges held before they go on (9 bytes each, 8 more with weights; twice
+            that while they are concatenated).
     """
 
-    def __init__(self, graph: GraphConfig, directory: str, part_edges: int = PART_EDGES):
+    def __init__(self, graph: GraphConfig, parts_dir: str | None, part_edges: int = PART_EDGES):
         self._graph = graph
-        self._directory = directory
+        self._parts_dir = parts_dir
         self._part_edges = part_edges
 
     def setup(self) -> None:
@@ -117,7 +126,7 @@ class WriteEdgeParts(beam.DoFn):
         self._held: dict[int, list[DirectedEdges]] = {}
         self._held_edges = 0
 
-    def process(self, batch: pa.RecordBatch, names: pa.Array) -> Iterator[tuple[int, EdgePart]]:
+    def process(self, batch: pa.RecordBatch, names: pa.Array) -> Iterator[tuple[int, DirectedEdges | EdgePart]]:
         graph = self._graph
         weights = batch.column(graph.weight).cast(pa.float64()).to_numpy() if graph.weight else None
         edges, loops = directed_edges(names, batch.column(graph.source), batch.column(graph.target), weights,
@@ -127,27 +136,27 @@ class WriteEdgeParts(beam.DoFn):
             self._held.setdefault(shard, []).append(part)
         self._held_edges += len(edges.sources)
         if self._held_edges >= self._part_edges:
-            yield from self._write_held()
+            yield from self._release_held()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for written in self._write_held():
-            yield GlobalWindows.windowed_value(written)
+        for part in self._release_held():
+            yield WindowedValue(part, MIN_TIMESTAMP, [GlobalWindow()])
 
-    def _write_held(self) -> list[tuple[int, EdgePart]]:
+    def _release_held(self) -> list[tuple[int, DirectedEdges | EdgePart]]:
         held, self._held, self._held_edges = self._held, {}, 0
-        if not held:
-            return []
-        return save_edge_parts({shard: DirectedEdges.concatenate(parts) for shard, parts in held.items()},
-                               self._directory)
+        shards = {shard: DirectedEdges.concatenate(parts) for shard, parts in held.items()}
+        if self._parts_dir is None or not shards:
+            return list(shards.items())
+        return save_edge_parts(shards, self._parts_dir)
 
 
-def merge_and_save_shard(grouped: tuple[int, Iterable[EdgePart]], names: pa.Array, directed: bool,
+def merge_and_save_shard(grouped: tuple[int, Iterable[DirectedEdges | EdgePart]], names: pa.Array, directed: bool,
                          directory: str) -> ShardNodes:
-    """A shard and where its edges were written -> its adjacency (`adjacency.adjacency_shard`), written
-    into the graph's `directory`; only its nodes go on."""
+    """A shard and the parts of its edges (the edges, or where they were written) -> its adjacency
+    (`adjacency.adjacency_shard`), written into the graph's `directory`; only its nodes go on."""
     shard, parts = grouped
-    return save_shard(adjacency_shard(shard, [load_edge_part(part) for part in parts], len(names), directed),
-                      directory)
+    edges = [load_edge_part(part) if isinstance(part, EdgePart) else part for part in parts]
+    return save_shard(adjacency_shard(shard, edges, len(names), directed), directory)
 
 
 def count_graph(nodes: NodeDegrees) -> NodeDegrees:
@@ -227,21 +236,23 @@ class BuildGraph(beam.PTransform):
     Args:
         graph: the graph settings.
         directory: where the graph goes (`adjacency.save_shard`, `save_nodes`), for the walks' job to read.
-        part_edges: directed edges a worker holds before it writes them out (`WriteEdgeParts`).
+        parts_dir: where the edges go on their way to their shards, or None for the runner's shuffle
+            (`ToShardParts`).
+        part_edges: see `ToShardParts`.
     """
 
-    def __init__(self, graph: GraphConfig, directory: str, part_edges: int = PART_EDGES):
+    def __init__(self, graph: GraphConfig, directory: str, parts_dir: str | None, part_edges: int = PART_EDGES):
         super().__init__()
         self._graph = graph
         self._directory = directory
+        self._parts_dir = parts_dir
         self._part_edges = part_edges
 
     def expand(self, passes: EdgePasses) -> beam.PCollection:
         names = beam.pvalue.AsSingleton(passes.nodes | "GatherNodeNames" >> beam.CombineGlobally(
             GatherNodeNames(self._graph)))
         return (passes.edges
-                | "WriteEdgeParts" >> beam.ParDo(WriteEdgeParts(self._graph, self._directory, self._part_edges),
-                                                       names)
+                | "ToShardParts" >> beam.ParDo(ToShardParts(self._graph, self._parts_dir, self._part_edges), names)
                 | "GroupPartsByShard" >> beam.GroupByKey()
                 | "MergeAndSaveShards" >> beam.Map(merge_and_save_shard, names, self._graph.directed, self._directory)
                 | "GatherShardNodes" >> beam.combiners.ToList()

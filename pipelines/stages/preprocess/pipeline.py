@@ -15,8 +15,10 @@ Outputs (published into the run directory only when the whole job succeeded):
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
+import tempfile
 from typing import Any, Callable, Iterator, NamedTuple
 
 import apache_beam as beam
@@ -34,7 +36,7 @@ from tfx_bsl.public import tfxio
 
 from pipelines.core import fs
 from pipelines.core.beam_runner import (COUNTER_NAMESPACE, make_pipeline, read_counters, release_memory, run_pipeline,
-                                        runner_name)
+                                        runner_name, runs_in_process)
 from pipelines.core.config import Config
 from pipelines.core.errors import InvalidInputError
 from pipelines.core.rundir import RunDir
@@ -43,7 +45,7 @@ from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatc
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
 from pipelines.stages.preprocess.filters import apply_filters
-from pipelines.stages.preprocess.adjacency import graph_nodes, remove_edge_parts
+from pipelines.stages.preprocess.adjacency import graph_nodes
 from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
@@ -318,18 +320,32 @@ def graph_dir(staged: RunDir) -> str:
     return staged.join("tmp", "graph")
 
 
-def build_graph_job(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir) -> None:
+def build_graph_job(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir,
+                    parts_dir: str | None) -> None:
     """Wires a graph config's first job into `pipeline`: edge rows, read twice -> the graph's files in
-    `graph_dir(staged)`, the node tables and the invalid rows, in the staged run directory `staged`."""
+    `graph_dir(staged)`, the node tables and the invalid rows, in the staged run directory `staged`;
+    the edges go to their shards through files in `parts_dir`, or the runner's shuffle when None."""
     rows = (pipeline
             | "ReadRawRows" >> ReadRawRows(config, schema)
             | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema))
     reread = (pipeline
               | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
               | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
-    nodes = EdgePasses(rows.train, reread.train) | "BuildGraph" >> BuildGraph(config.graph, graph_dir(staged))
+    nodes = EdgePasses(rows.train, reread.train) | "BuildGraph" >> BuildGraph(config.graph, graph_dir(staged),
+                                                                               parts_dir)
     _ = nodes | "WriteNodeTables" >> WriteNodeTables(config, schema, staged)
     _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
+
+
+def run_build_graph_job(options: PipelineOptions, config: Config, schema: RawSchema,
+                        staged: RunDir) -> beam.runners.runner.PipelineResult:
+    """Runs a graph config's first job (`build_graph_job`). On the in-process runner, which holds its
+    shuffle in memory, the edges go to their shards through files in a local scratch directory
+    (`tempfile`'s: TMPDIR), removed when the job ends."""
+    with contextlib.ExitStack() as scratch:
+        parts_dir = (scratch.enter_context(tempfile.TemporaryDirectory(prefix="embedpipe-edges-"))
+                     if runs_in_process(options) else None)
+        return run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged, parts_dir))
 
 
 def read_rows(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir) -> TransformInputs:
@@ -450,8 +466,7 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
         try:
             results = []
             if config.graph:
-                results.append(run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged)))
-                remove_edge_parts(graph_dir(staged))
+                results.append(run_build_graph_job(options, config, schema, staged))
                 record_counts(info, config, results)
                 check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
                 check_edges(info["counts"])
