@@ -14,6 +14,7 @@ from pipelines.tools.batch_neighbors import run_batch_neighbors
 from pipelines.tools.explore import cluster, write_projector
 from pipelines.tools.index import UsearchIndexer, build_index, recall_at_k
 from pipelines.tools.neighbors import exact_neighbors, load_entity
+from pipelines.tools.plot import entity_clusters
 from tests.conftest import run_cli
 
 
@@ -106,6 +107,25 @@ def test_clusters_recover_planted_groups(tmp_path, capsys):
     assert table.groupby(table.key.str[0]).cluster.nunique().tolist() == [1, 1, 1]
     assert table.cluster.nunique() == 3
     assert run_cli("cluster", run.path, "--entity", "thing", "--k", "100") == 2
+
+
+def test_a_plot_is_coloured_by_the_clusters_once_they_are_made(tmp_path):
+    import matplotlib.image
+    keys, vectors = planted()
+    run = publish(tmp_path, "thing", keys, vectors)
+    assert entity_clusters(run, "thing", keys) is None   # `embedpipe cluster` has not run
+    assert run_cli("plot", run.path, "--entity", "thing", "--out", tmp_path / "plain.png") == 0
+    cluster(run, "thing", 3)
+    found = entity_clusters(run, "thing", keys + ["unclustered"])
+    assert found[-1] == -1 and pd.Series(found[:-1]).groupby([key[0] for key in keys]).nunique().tolist() == [1, 1, 1]
+    assert run_cli("plot", run.path, "--entity", "thing", "--out", tmp_path / "coloured.png") == 0
+    plain, coloured = (matplotlib.image.imread(tmp_path / name)[..., :3] for name in ("plain.png", "coloured.png"))
+
+    def colours(image: np.ndarray) -> int:   # distinct saturated colours: the points', not the grey and black
+        pixels = image.reshape(-1, 3)
+        saturated = pixels[pixels.max(axis=1) - pixels.min(axis=1) > 0.3]
+        return len(np.unique((saturated * 4).round(), axis=0))
+    assert colours(plain) < colours(coloured)
 
 
 def test_projector_files_load_and_line_up(tmp_path):

@@ -73,6 +73,17 @@ def _day_row(part: str) -> int | None:
     return int(part) - 1 if part.isdigit() and 1 <= int(part) <= 7 else None
 
 
+def entity_clusters(run: RunDir, entity_name: str, keys: list[str]) -> np.ndarray | None:
+    """Each key's k-means cluster, as `embedpipe cluster` wrote them for the entity [keys] (-1 for a key
+    it did not cluster); None when it has not run for the entity."""
+    directory = run.clusters_dir(entity_name)
+    if not fs.exists(directory):
+        return None
+    table = fs.read_parquet(directory, columns=["key", "cluster"])
+    found = dict(zip(table.column("key").to_pylist(), table.column("cluster").to_pylist()))
+    return np.array([found.get(key, -1) for key in keys], np.int64)
+
+
 def image_format(out: str) -> str:
     """The picture's format from the file name's extension (PNG when it has none).
 
@@ -95,7 +106,8 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
     A cross's keys ("day|hour") are coloured by their first part and annotated with the second (the
     course's day-of-week x hour-of-day picture); a day-of-week x hour cross also gets a 7 x 24 grid
     coloured by the first principal component, where rush hours and nights show at a glance. Other
-    entities are annotated with the labels of their most frequent keys."""
+    entities are annotated with the labels of their most frequent keys, and coloured by cluster once
+    `embedpipe cluster` has run for them."""
     fmt = image_format(out)
     import matplotlib
     matplotlib.use("Agg")
@@ -111,6 +123,7 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
         figure, (axes, grid_axes) = plt.subplots(2, 1, figsize=(size[0] / dpi, (size[1] + 400) / dpi), dpi=dpi,
                                                  gridspec_kw={"height_ratios": [3, 1.3]})
         _draw_grid(grid_axes, *grid, entity_name)
+    clusters = None
     if len(rows) and is_cross_entity(run, entity_name):
         parts = [split_key(entity.keys[r]) for r in rows]
         first = [p[0] for p in parts]
@@ -123,12 +136,19 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
             axes.annotate("|".join(part[1:]), (x, y), fontsize=7, alpha=0.8)
         axes.legend(title=entity_name.split("_")[0], fontsize=8)
     else:
-        axes.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
+        clusters = entity_clusters(run, entity_name, entity.keys)
+        if clusters is None:
+            axes.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
+        else:
+            colours = plt.get_cmap("tab20")
+            axes.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7,
+                         color=[colours(int(c) % colours.N) if c >= 0 else "lightgrey" for c in clusters[rows]])
         names = entity.labels()
         for (x, y), row in list(zip(points, rows))[:annotate]:
             axes.annotate(names[row][:30], (x, y), fontsize=7)
     shown = "as they are (2-D)" if entity.dim == 2 else method.upper()
-    axes.set_title(f"{entity_name}: {len(rows)} vectors, {shown}")
+    coloured = "" if clusters is None else f", coloured by its {len(np.unique(clusters[clusters >= 0]))} clusters"
+    axes.set_title(f"{entity_name}: {len(rows)} vectors, {shown}{coloured}")
     figure.tight_layout()
     with fs.local_target(out) as local:
         figure.savefig(local, dpi=dpi, format=fmt)
