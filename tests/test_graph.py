@@ -357,3 +357,31 @@ def test_deepwalk_run_recovers_planted_communities(tmp_path):
     assert set(vectors.key) == set(communities.index)
     assert purity(vectors, communities) > 0.9
     assert run_cli("cluster", run, "--entity", "node", "--k", "8") == 0
+
+
+def test_two_worker_processes_walk_the_graph_one_process_walks(tmp_path):
+    """The in-process runner's worker processes share the edges' scratch files and each reads the graph:
+    the same walks, examples and node table as one process, shards of the output aside."""
+    import tensorflow as tf
+    edges, _ = planted_partition(nodes=3000, communities=6, degree_in=6, degree_out=1, seed=2)   # 3 chunks of starts
+    edges.to_csv(tmp_path / "edges.csv", index=False)
+    settings = yaml.safe_load((ROOT / "examples" / "graph.yaml").read_text())
+    settings["input"] = {"path": str(tmp_path / "edges.csv"), "format": "csv"}
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(settings))
+    workers = {"one": [], "two": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]}
+    outputs = {}
+    for name, options in workers.items():
+        assert run_cli("preprocess", tmp_path / "graph.yaml", "--output", tmp_path / "runs", "--run-id", name,
+                       *options) == 0
+        run = tmp_path / "runs" / name
+        files = sorted(str(path) for path in (run / "data").glob("train-*.tfrecord.gz"))
+        records = sorted(record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+        table = pd.read_parquet(run / "data" / "entities" / "node").sort_values("key").reset_index(drop=True)
+        counts = json.loads((run / "manifest.json").read_text())["stages"]["preprocess"]["counts"]
+        outputs[name] = (records, table, counts)
+    (one, one_table, one_counts), (two, two_table, two_counts) = outputs["one"], outputs["two"]
+    assert len(one) == one_counts["documents_train"] > 0 and one == two
+    pd.testing.assert_frame_equal(one_table, two_table)
+    assert one_counts == two_counts
+    assert len(list((tmp_path / "runs" / "two" / "data").glob("train-*.tfrecord.gz"))) == 2   # both workers walked
+
