@@ -294,8 +294,8 @@ def test_edge_rows_need_both_ids_and_a_positive_weight():
                        metadata_types={}, required=required_columns(parsed))
     typer = RowTyper(parsed, schema)
     assert typer.type_row({"src": "a", "dst": "b", "w": "2.5"})[0] == ["a", "b", 2.5]
-    for row, reason in (({"src": "", "dst": "b", "w": 1}, "graph.source: column 'src' is missing"),
-                        ({"src": "a", "dst": None, "w": 1}, "graph.target: column 'dst' is missing"),
+    for row, reason in (({"src": "", "dst": "b", "w": 1}, "graph.source: no value in column 'src'"),
+                        ({"src": "a", "dst": None, "w": 1}, "graph.target: no value in column 'dst'"),
                         ({"src": "a", "dst": "b", "w": "-3"}, "graph.weight: '-3' is not a positive number"),
                         ({"src": "a", "dst": "b", "w": "abc"}, "graph.weight: 'abc' is not a positive number")):
         with pytest.raises(InvalidRow, match=reason):

@@ -67,9 +67,9 @@ def test_beam_orders_groups_cuts_gaps_and_reports_bad_rows():
     lines = [b"u1,80,b,B", b"u1,30,a,A", b"u1,30,0a,Z", b"u1,200,c,C", b"u1,230,d,D", b"u1,1000,e,E",   # ties: by item
              b"u2,2024-01-01T00:00:00Z,x,X", b"u2,2024-01-01T00:00:30+00:00,y,Y", b"u2,1704067260,z,Z",
              b",5,a,A", b"u3,,a,A", b"u3,yesterday,a,A", b"u3,7,,A"]
-    reasons = ["sequences.group_by: column 'user' is missing", "sequences.item: column 'item' is missing",
+    reasons = ["sequences.group_by: no value in column 'user'", "sequences.item: no value in column 'item'",
                "sequences.order_by: 'yesterday' is neither a number nor an ISO 8601 date-time",
-               "sequences.order_by: column 'ts' is missing"]
+               "sequences.order_by: no value in column 'ts'"]
     counts = run_sequences(parsed, lines, [("0a", "a", "b"), ("c", "d"), ("x", "y", "z")], reasons)
     assert counts["rows_invalid"] == 4 and counts["sessions_too_short"] == 1 and counts["documents_train"] == 3
 

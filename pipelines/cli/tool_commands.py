@@ -96,6 +96,8 @@ def cmd_projector(args: argparse.Namespace, beam_args: list[str], console: Conso
 def cmd_plot(args: argparse.Namespace, beam_args: list[str], console: Console) -> int:
     from pipelines.tools.plot import plot
     positive("--sample", args.sample)
+    if args.method == "tsne":
+        console.line(f"t-SNE of up to {args.sample:,} vectors (scikit-learn): this can take a minute")
     print(plot(resolve_run(args.run_dir), args.entity, args.out, args.method, args.sample))
     return 0
 

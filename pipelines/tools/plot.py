@@ -146,9 +146,10 @@ def plot(run: RunDir, entity_name: str, out: str, method: str = "pca", sample: i
         names = entity.labels()
         for (x, y), row in list(zip(points, rows))[:annotate]:
             axes.annotate(names[row][:30], (x, y), fontsize=7)
-    shown = "as they are (2-D)" if entity.dim == 2 else method.upper()
-    coloured = "" if clusters is None else f", coloured by its {len(np.unique(clusters[clusters >= 0]))} clusters"
-    axes.set_title(f"{entity_name}: {len(rows)} vectors, {shown}{coloured}")
+    shown = "as they are (2-D)" if entity.dim == 2 else {"pca": "PCA", "tsne": "t-SNE"}[method]
+    coloured = ("" if clusters is None else
+                f", coloured by their {len(np.unique(clusters[clusters >= 0]))} k-means clusters (embedpipe cluster)")
+    axes.set_title(f"{entity_name}: {len(rows):,} vectors, {shown}{coloured}")
     figure.tight_layout()
     with fs.local_target(out) as local:
         figure.savefig(local, dpi=dpi, format=fmt)

@@ -394,21 +394,21 @@ def summed_counters(results: list[beam.runners.runner.PipelineResult], names: tu
 def check_rows(counts: dict[str, int], reasons: dict[str, int], max_fraction: float, invalid_dir: str) -> None:
     """Raises InvalidInputError when the input is empty or has too many invalid rows."""
     read, invalid = counts["rows_read"], counts["rows_invalid"]
-    top = "; ".join(f"{count} x {kind}" for kind, count in list(reasons.items())[:3])
+    top = "; ".join(f"{count:,} x {kind}" for kind, count in list(reasons.items())[:3])
     if read == 0:
         raise InvalidInputError("the input has no rows")
     if counts["rows_valid"] == 0 or counts["rows_train"] == 0:
-        raise InvalidInputError(f"no valid training row among {read} rows read ({top}); see {invalid_dir}")
+        raise InvalidInputError(f"no valid training row among {read:,} rows read ({top}); see {invalid_dir}")
     if invalid / read > max_fraction:
         raise InvalidInputError(
-            f"{invalid} of {read} rows invalid ({invalid / read:.2%}), above input.max_invalid_fraction "
+            f"{invalid:,} of {read:,} rows invalid ({invalid / read:.2%}), above input.max_invalid_fraction "
             f"{max_fraction:.2%}: {top}; see {invalid_dir}")
 
 
 def check_edges(counts: dict[str, int]) -> None:
     """Raises InvalidInputError when a graph has no edge between two different nodes."""
     if counts["edges"] == 0:
-        raise InvalidInputError(f"the graph has no edge between two different nodes ({counts['self_loops']} "
+        raise InvalidInputError(f"the graph has no edge between two different nodes ({counts['self_loops']:,} "
                                 f"self-loops dropped): every walk would be one node, with nothing to learn from")
 
 

@@ -188,7 +188,7 @@ class RowTyper:
 def _required(key: str, column: str, value: Any, kind: str) -> Any:
     """A value a sequences or graph row cannot do without; `key` names the config key in reasons."""
     if value is None or value == "" or value == b"" or (isinstance(value, float) and math.isnan(value)):
-        raise InvalidRow(f"{key}: column {column!r} is missing", f"{key}: missing value")
+        raise InvalidRow(f"{key}: no value in column {column!r}", f"{key}: missing value")
     if kind == TIME:
         return _time(key, value)
     if kind == WEIGHT:
