@@ -385,3 +385,13 @@ def test_two_worker_processes_walk_the_graph_one_process_walks(tmp_path):
     assert one_counts == two_counts
     assert len(list((tmp_path / "runs" / "two" / "data").glob("train-*.tfrecord.gz"))) == 2   # both workers walked
 
+
+
+def test_the_terminal_splits_a_graphs_walks_not_its_edges():
+    from pipelines.cli.summary import preprocess_lines
+    counts = {"rows_read": 9627, "rows_valid": 9627, "rows_train": 9627, "rows_eval": 0, "rows_invalid": 0,
+              "nodes": 2000, "edges": 9627, "documents_train": 18955, "documents_eval": 1045, "walk_tokens": 800000,
+              "self_loops": 0, "duplicate_edges": 0, "nodes_without_edges": 0}
+    assert preprocess_lines({"counts": counts}) == [
+        "9,627 rows read: 9,627 valid, 0 invalid",
+        "2,000 nodes, 9,627 edges; 18,955 train and 1,045 eval walks, 800,000 nodes walked"]

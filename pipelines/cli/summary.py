@@ -21,8 +21,10 @@ def counted(count: int, noun: str, plural: str | None = None) -> str:
 def preprocess_lines(facts: dict[str, Any]) -> list[str]:
     counts = facts["counts"]
     filtered = f", {counts['rows_filtered']:,} filtered out" if counts.get("rows_filtered") else ""
-    lines = [f"{counts['rows_read']:,} rows read: {counts['rows_valid']:,} valid ({counts['rows_train']:,} train, "
-             f"{counts['rows_eval']:,} eval), {counts['rows_invalid']:,} invalid{filtered}"]
+    # A graph's edges are not split (its walks are: see document_lines).
+    split = "" if "nodes" in counts else f" ({counts['rows_train']:,} train, {counts['rows_eval']:,} eval)"
+    lines = [f"{counts['rows_read']:,} rows read: {counts['rows_valid']:,} valid{split}, "
+             f"{counts['rows_invalid']:,} invalid{filtered}"]
     if filtered:
         lines.append("filters: " + "; ".join(f"{count:,} x {reason}" for reason, count in facts["filtered"].items()))
     reasons = facts.get("invalid_reasons", {})
