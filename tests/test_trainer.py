@@ -121,3 +121,22 @@ def test_trainer_task_entry_point_with_job_dir(taxi_run, tmp_path):
     assert (copy / "model" / "export" / "saved_model.pb").exists()
     assert json.loads((copy / "manifest.json").read_text())["stages"]["train"]["status"] == "succeeded"
     assert tft.TFTransformOutput(str(copy / "transform")).transformed_feature_spec()
+
+
+def test_an_epoch_of_rows_sorted_by_user_is_shuffled_whole(tmp_path):
+    from trainer.inputs import MAX_ROW_SHUFFLE, SHUFFLE_BUFFER, make_dataset, row_shuffle_buffer
+    rows = 40_000   # stored in order, as a log sorted by user is
+    with tf.io.TFRecordWriter(str(tmp_path / "train-0.tfrecord.gz"), options="GZIP") as writer:
+        for row in range(rows):
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row]))})).SerializeToString())
+    spec = {"row": tf.io.FixedLenFeature([], tf.int64)}
+
+    def first_batch(buffer: int) -> np.ndarray:
+        dataset = make_dataset(str(tmp_path / "train-*.tfrecord.gz"), spec, 256, shuffle_seed=7, shuffle_buffer=buffer)
+        return next(iter(dataset))["row"].numpy()
+    assert row_shuffle_buffer(rows) == rows and row_shuffle_buffer(10 ** 9) == MAX_ROW_SHUFFLE
+    assert row_shuffle_buffer(10) == SHUFFLE_BUFFER
+    assert first_batch(SHUFFLE_BUFFER).max() < SHUFFLE_BUFFER + 256   # a window of the first rows only
+    whole = first_batch(row_shuffle_buffer(rows))
+    assert np.histogram(whole, bins=4, range=(0, rows))[0].min() > 40   # every quarter of the split

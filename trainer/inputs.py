@@ -18,6 +18,16 @@ from transforms.preprocessing import num_categories
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 16384
+# A training epoch of example rows is shuffled whole, up to this many rows (the serialized records
+# are held: about 100 bytes each for a few id features). A smaller buffer only mixes neighbouring
+# rows, and input sorted by user, as event logs often are, then fills each batch with a few users'
+# rows, while in-batch negatives and their logQ correction assume batches drawn from the whole split.
+MAX_ROW_SHUFFLE = 1 << 20
+
+
+def row_shuffle_buffer(rows: int) -> int:
+    """The shuffle buffer of a training epoch of `rows` example rows: all of them, up to MAX_ROW_SHUFFLE."""
+    return max(SHUFFLE_BUFFER, min(rows, MAX_ROW_SHUFFLE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +69,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def make_dataset(file_pattern: str, feature_spec: dict, batch_size: int, label: str | None = None,
-                 shuffle_seed: int | None = None, repeat: bool = False) -> tf.data.Dataset:
+                 shuffle_seed: int | None = None, repeat: bool = False,
+                 shuffle_buffer: int = SHUFFLE_BUFFER) -> tf.data.Dataset:
     """Reads gzipped transformed tf.Examples in batches, streaming from disk.
 
     Args:
@@ -69,6 +80,7 @@ def make_dataset(file_pattern: str, feature_spec: dict, batch_size: int, label: 
         label: when given, elements are (features, label) instead of features.
         shuffle_seed: shuffle files and examples with this seed (`epoch_seed`); None keeps file order.
         repeat: repeat forever (parameter-server training cuts the stream into epochs).
+        shuffle_buffer: records the shuffle holds (`row_shuffle_buffer` for example rows).
 
     Returns:
         Dataset of dicts {name: Tensor [batch] or SparseTensor [batch, n]} (and labels [batch]).
@@ -78,7 +90,7 @@ def make_dataset(file_pattern: str, feature_spec: dict, batch_size: int, label: 
     dataset = files.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
                                cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=True)
     if shuffle:
-        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=False)
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size).map(lambda records: tf.io.parse_example(records, feature_spec),

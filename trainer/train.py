@@ -32,7 +32,7 @@ from trainer.cluster import ClusterTask, choose_strategy, cluster_task, serve_pa
 from trainer.day_hour import day_hour_purity
 from trainer.epochs import EpochState, fit_epochs, progress
 from trainer.export import export_model
-from trainer.inputs import epoch_seed, feature_inputs, make_dataset
+from trainer.inputs import SHUFFLE_BUFFER, epoch_seed, feature_inputs, make_dataset, row_shuffle_buffer
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
 from trainer.models import build_supervised, build_two_tower, compile_model
@@ -109,8 +109,10 @@ class Trainer:
         label = self.config.label_column if with_label else None
         keep = set(self.inputs) | ({label} if label else set())
         seed = None if epoch is None else epoch_seed(model.seed, epoch)
+        # Example rows are shuffled whole; a skip-gram's documents, each of many tokens, keep the small buffer.
+        buffer = SHUFFLE_BUFFER if model.kind == "skipgram" else row_shuffle_buffer(self.counts.get("rows_train", 0))
         return make_dataset(self.run.examples_pattern(split), {k: v for k, v in spec.items() if k in keep},
-                            batch_size or model.batch_size, label=label, shuffle_seed=seed)
+                            batch_size or model.batch_size, label=label, shuffle_seed=seed, shuffle_buffer=buffer)
 
     def build(self) -> tuple[keras.Model, Any]:
         """The (uncompiled) model and what evaluation needs from the training pass (two-tower)."""
