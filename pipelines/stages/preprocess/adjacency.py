@@ -304,8 +304,8 @@ class EdgePart(NamedTuple):
 
 
 def _edge_batch(edges: DirectedEdges) -> pa.RecordBatch:
-    columns = {"sources": edges.sources, "targets": edges.targets, "canonical": edges.canonical,
-               **({} if edges.weights is None else {"weights": edges.weights})}
+    """A column per field of `edges` (weights only when weighted)."""
+    columns = {name: values for name, values in edges._asdict().items() if values is not None}
     return pa.record_batch(list(columns.values()), names=list(columns))
 
 
@@ -334,7 +334,7 @@ def load_edge_part(part: EdgePart) -> DirectedEdges:
     """The directed edges `save_edge_parts` wrote to `part` (only its range of the file is read)."""
     batch = pa.ipc.open_stream(fs.read_range(part.path, part.start, part.length)).read_next_batch()
     columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
-    return DirectedEdges(columns["sources"], columns["targets"], columns.get("weights"), columns["canonical"])
+    return DirectedEdges(**{field: columns.get(field) for field in DirectedEdges._fields})
 
 
 def save_shard(shard: AdjacencyShard, directory: str) -> ShardNodes:
