@@ -110,6 +110,74 @@ def test_every_table_format_gives_the_same_result(format_sample, fmt):
     assert areas == {str(int(a)) for a in frame.pickup_community_area.dropna()}
 
 
+def examples_in_order(run: pathlib.Path, split: str) -> list[dict]:
+    """A split's tf.Examples in file order, as {feature: tf.train.Feature} (the bytes of a proto map
+    need not repeat between runs)."""
+    files = sorted(str(path) for path in (run / "data").glob(f"{split}-*.tfrecord.gz"))
+    return [dict(tf.train.Example.FromString(record.numpy()).features.feature)
+            for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def test_the_replayed_transform_pass_writes_what_a_second_read_of_the_input_writes(tmp_path, monkeypatch):
+    """On the in-process runner tf.Transform's second pass reads the first pass's typed rows back
+    from scratch files; on other runners it reads and decodes the input again. Same run directory."""
+    from pipelines.stages.preprocess import pipeline, replay
+    frame = pd.read_csv(TAXI_SAMPLE).astype({"trip_miles": object})
+    frame.loc[[3, 700, 1500], "trip_miles"] = "far"
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(tmp_path / "rows.csv")})
+    replayed, read = [], replay.ReadSpilledBatches.process
+
+    def record_replayed(self, path):
+        replayed.append(path)
+        yield from read(self, path)
+
+    monkeypatch.setattr(replay.ReadSpilledBatches, "process", record_replayed)
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "replayed") == 0
+    assert sorted(pathlib.Path(path).name.split("-")[0] for path in replayed) == ["eval", "train"]
+    assert not any(pathlib.Path(path).parent.exists() for path in replayed)   # the scratch directory is gone
+    monkeypatch.setattr(pipeline, "runs_in_process", lambda options: False)   # as on Dataflow: a second read
+    replayed.clear()
+    assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "reread") == 0
+    assert not replayed
+    runs = {name: tmp_path / "runs" / name for name in ("replayed", "reread")}
+    counts = [manifest(run)["stages"]["preprocess"]["counts"] for run in runs.values()]
+    assert counts[0] == counts[1] and counts[0]["rows_invalid"] == 3
+    for split in ("train", "eval"):
+        records = [examples_in_order(run, split) for run in runs.values()]
+        assert len(records[0]) == counts[0][f"rows_{split}"] and records[0] == records[1]
+    for asset in (runs["reread"] / "transform/transform_fn/assets").iterdir():
+        assert (runs["replayed"] / "transform/transform_fn/assets" / asset.name).read_bytes() == asset.read_bytes()
+    for entity in ("day_hour", "company"):
+        tables = [pd.read_parquet(run / "data/entities" / entity).sort_values("key", ignore_index=True)
+                  for run in runs.values()]
+        pd.testing.assert_frame_equal(tables[0], tables[1])
+    invalid = [sorted(line for path in (run / "invalid").glob("*.jsonl") for line in path.read_text().splitlines())
+               for run in runs.values()]
+    assert invalid[0] == invalid[1] and len(invalid[0]) == counts[0]["rows_invalid"]
+
+
+def test_replayed_batches_come_back_whole_and_in_order(tmp_path):
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+    import apache_beam as beam
+    import pyarrow as pa
+    from pipelines.stages.preprocess.replay import ReplayBatches
+    batches = [pa.record_batch({"user": [f"u{i}" for i in range(start, start + size)],
+                                "amount": pa.array([i / 4 for i in range(start, start + size)], pa.float32())})
+               for start, size in ((0, 5), (5, 1), (6, 1000))]
+
+    def same_batches(replayed):
+        assert [b.to_pydict() for b in replayed] == [b.to_pydict() for b in batches]
+        assert all(b.schema.equals(batches[0].schema) for b in replayed)
+
+    with TestPipeline() as p:
+        replayed = p | beam.Create(batches) | ReplayBatches(str(tmp_path), "train")
+        assert_that(replayed, same_batches)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("train-") and files[0].suffix == ".arrows"
+
+
 def test_text_format_reads_one_document_per_line(tmp_path):
     lines = ["The cat sat", "the dog sat", "", "A cat and a dog", "the end"]
     (tmp_path / "docs.txt").write_text("\n".join(lines) + "\n")

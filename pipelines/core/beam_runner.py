@@ -100,9 +100,19 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 
 def run_pipeline(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
-    """Runs and waits; the result's counters are final."""
-    result = pipeline.run()
-    result.wait_until_finish()
+    """Runs and waits; the result's counters are final.
+
+    While the job runs, the objects that exist before it (the imported libraries, the pipeline) are
+    left out of Python's garbage collection (`gc.freeze`): the in-process runner allocates enough
+    to set off full collections, and each one walked those half-million objects again (2.0 s of a
+    15 s preprocess of 1M rows). They are handed back to the collector when the job ends.
+    """
+    gc.freeze()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        gc.unfreeze()
     return result
 
 

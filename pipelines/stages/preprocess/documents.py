@@ -38,9 +38,10 @@ def ragged_batch(column: str, tokens: pa.Array, lengths: np.ndarray) -> pa.Recor
 class TransformInputs(NamedTuple):
     """Record batches for AnalyzeAndTransform: typed rows, or token documents.
 
-    `analyze` and `train` are the same data from two passes (two reads of the input, two walks of
-    the graph): batches waiting for the transform_fn side input would otherwise be held by the
-    runner in full (in memory on the in-process runner), so memory would grow with the data.
+    `analyze` and `train` are the same data from two passes (two reads of the input or, on the
+    in-process runner, one read replayed from scratch files; two walks of the graph): batches waiting
+    for the transform_fn side input would otherwise be held by the runner in full (in memory on the
+    in-process runner), so memory would grow with the data.
     """
     analyze: beam.PCollection
     train: beam.PCollection

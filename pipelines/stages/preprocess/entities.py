@@ -87,8 +87,8 @@ def _escaped(part: pa.Array) -> pa.Array:
 class ExtractEntityKeys(beam.DoFn):
     """Raw record batch -> ((entity, key), (train count, values)), one per key per bundle.
 
-    Keys are merged across the bundle's batches before they leave the DoFn, so what crosses to the
-    combine grows with the distinct keys, not with the rows.
+    Keys are merged across the bundle's batches, as Arrow tables, before they leave the DoFn, so
+    what crosses to the combine grows with the distinct keys, not with the rows.
 
     Args:
         config: the entities and their features.
@@ -100,31 +100,46 @@ class ExtractEntityKeys(beam.DoFn):
                           for e in config.entities]
         self._is_train = is_train
         self._time_zone = config.input.time_zone
-        self._merge = MergeEntityKeys()
 
     def start_bundle(self) -> None:
-        self._partial: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._parts: dict[str, list[pa.Table]] = {name: [] for name, _, _ in self._entities}
 
     def process(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
         for name, feature, columns in self._entities:
             keys, rows = entity_keys(feature, table, self._time_zone)
             values = table.select(list(columns)).take(rows)
-            grouped = pa.table({"key": keys, "count": pa.array([int(self._is_train)] * len(keys), pa.int64()),
-                                **{f"v{i}": values.column(i) for i in range(len(columns))}}).group_by(
-                "key", use_threads=False).aggregate(
-                [("count", "sum")] + [(f"v{i}", "min") for i in range(len(columns))])
-            value_lists = [grouped.column(f"v{i}_min").to_pylist() for i in range(len(columns))]
-            for index, (key, count) in enumerate(zip(grouped.column("key").to_pylist(),
-                                                     grouped.column("count_sum").to_pylist())):
-                entry = (count, tuple(v[index] for v in value_lists))
-                seen = self._partial.get((name, key))
-                self._partial[(name, key)] = entry if seen is None else self._merge.merge_accumulators([seen, entry])
+            parts = self._parts[name]
+            parts.append(_merge_keys(pa.table({"key": keys, "count": pa.repeat(int(self._is_train), len(keys)),
+                                               **{f"v{i}": values.column(i) for i in range(len(columns))}})))
+            if len(parts) >= _PARTS_HELD:
+                parts[:] = [_merge_keys(pa.concat_tables(parts))]
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for item in self._partial.items():
-            yield WindowedValue(item, MIN_TIMESTAMP, [GlobalWindow()])
-        self._partial = {}
+        for name, _, columns in self._entities:
+            if not self._parts[name]:
+                continue
+            merged = _merge_keys(pa.concat_tables(self._parts[name]))
+            value_lists = [merged.column(f"v{i}").to_pylist() for i in range(len(columns))]
+            for index, (key, count) in enumerate(zip(merged.column("key").to_pylist(),
+                                                     merged.column("count").to_pylist())):
+                yield WindowedValue(((name, key), (count, tuple(v[index] for v in value_lists))),
+                                    MIN_TIMESTAMP, [GlobalWindow()])
+        self._parts = {}
+
+
+# A bundle's key tables are merged into one whenever this many are held, which bounds its memory
+# by its distinct keys.
+_PARTS_HELD = 16
+
+
+def _merge_keys(table: pa.Table) -> pa.Table:
+    """Key, count, v0..vN rows -> one row per key: counts summed, each value column's smallest
+    (nulls skipped)."""
+    values = [name for name in table.column_names if name not in ("key", "count")]
+    grouped = table.group_by("key", use_threads=False).aggregate([("count", "sum")] + [(v, "min") for v in values])
+    return pa.table({"key": grouped.column("key"), "count": grouped.column("count_sum"),
+                     **{v: grouped.column(f"{v}_min") for v in values}})
 
 
 class MergeEntityKeys(beam.CombineFn):

@@ -48,6 +48,7 @@ from pipelines.stages.preprocess.filters import apply_filters
 from pipelines.stages.preprocess.adjacency import graph_nodes
 from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
 from pipelines.stages.preprocess.rows import InvalidRow, RowTyper, Splitter, make_decoder, record_text
+from pipelines.stages.preprocess.replay import ReplayBatches
 from pipelines.stages.preprocess.schema import FLOAT, INT, RawSchema
 from pipelines.stages.preprocess.sequences import SEQUENCE_COUNTERS, BuildSequences
 from pipelines.stages.preprocess.statistics import ComputeFeatureStatistics
@@ -337,26 +338,40 @@ def build_graph_job(pipeline: beam.Pipeline, config: Config, schema: RawSchema, 
     _ = rows.invalid | "WriteInvalidRows" >> WriteInvalidRows(staged.invalid_dir)
 
 
+@contextlib.contextmanager
+def scratch_dir(options: PipelineOptions, name: str) -> Iterator[str | None]:
+    """A local scratch directory (`tempfile`'s: TMPDIR) for a job on the in-process runner, which
+    holds its shuffle and its waiting PCollections in memory; removed when the job ends, failed or
+    not. None on other runners."""
+    if not runs_in_process(options):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix=f"embedpipe-{name}-") as directory:
+        yield directory
+
+
 def run_build_graph_job(options: PipelineOptions, config: Config, schema: RawSchema,
                         staged: RunDir) -> beam.runners.runner.PipelineResult:
-    """Runs a graph config's first job (`build_graph_job`). On the in-process runner, which holds its
-    shuffle in memory, the edges go to their shards through files in a local scratch directory
-    (`tempfile`'s: TMPDIR), removed when the job ends."""
-    with contextlib.ExitStack() as scratch:
-        parts_dir = (scratch.enter_context(tempfile.TemporaryDirectory(prefix="embedpipe-edges-"))
-                     if runs_in_process(options) else None)
+    """Runs a graph config's first job (`build_graph_job`). On the in-process runner the edges go to
+    their shards through files in a scratch directory (`scratch_dir`)."""
+    with scratch_dir(options, "edges") as parts_dir:
         return run_job(options, lambda pipeline: build_graph_job(pipeline, config, schema, staged, parts_dir))
 
 
-def read_rows(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir) -> TransformInputs:
+def read_rows(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir,
+              replay_dir: str | None = None) -> TransformInputs:
     """Wires the reading of the raw rows (not a graph's) into `pipeline`: what tf.Transform reads, and
-    the invalid rows, entity tables and statistics written to `staged` on the way."""
+    the invalid rows, entity tables and statistics written to `staged` on the way. The transform
+    pass reads the typed rows back from files in `replay_dir` (`ReplayBatches`), or when None reads
+    and decodes the input again (see TransformInputs)."""
     records = pipeline | "ReadRawRows" >> ReadRawRows(config, schema)
     rows = records | "DecodeAndSplitRows" >> DecodeAndSplitRows(config, schema)
     if config.sequences:
         inputs = SplitRows(rows.train, rows.eval) | "BuildSequences" >> BuildSequences(config)
+    elif replay_dir:
+        inputs = TransformInputs(rows.train, rows.train | "ReplayTrainRows" >> ReplayBatches(replay_dir, "train"),
+                                 rows.eval | "ReplayEvalRows" >> ReplayBatches(replay_dir, "eval"))
     else:
-        # The transform pass reads and decodes the input again (see TransformInputs).
         reread = (pipeline | "ReadRawRowsAgain" >> ReadRawRows(config, schema)
                   | "DecodeAndSplitRowsAgain" >> DecodeAndSplitRows(config, schema, count=False))
         inputs = TransformInputs(rows.train, reread.train, reread.eval)
@@ -367,15 +382,15 @@ def read_rows(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: Config, schema: RawSchema, staged: RunDir,
-                   temp_dir: str, graph_nodes: int = 0) -> None:
+                   temp_dir: str, graph_nodes: int = 0, replay_dir: str | None = None) -> None:
     """Wires the preprocess job into `pipeline`, writing into the staged run directory `staged`; for a
     graph config the second job, walking the graph of `graph_nodes` nodes that `build_graph_job` wrote
-    into `graph_dir(staged)`."""
+    into `graph_dir(staged)`. Rows pass to tf.Transform's second pass through `replay_dir` (`read_rows`)."""
     with tft_beam.Context(temp_dir=temp_dir):
         if config.graph:
             inputs = pipeline | "WalkGraph" >> WalkGraph(config, graph_dir(staged), graph_nodes)
         else:
-            inputs = read_rows(pipeline, config, schema, staged)
+            inputs = read_rows(pipeline, config, schema, staged, replay_dir)
         examples = inputs | "AnalyzeAndTransform" >> AnalyzeAndTransform(config, schema)
         _ = examples.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.transform_dir)
         _ = examples.train | "WriteTrainExamples" >> WriteExamples(staged.join("data", "train"))
@@ -421,14 +436,10 @@ def check_documents(counts: dict[str, int]) -> None:
 
 
 def run_job(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> beam.runners.runner.PipelineResult:
-    """Wires a pipeline on `options`' runner with `wire`, runs it and waits for it; then releases what
-    an in-process job freed (`release_memory`)."""
+    """Wires a pipeline on `options`' runner with `wire`, runs it and waits for it."""
     pipeline = make_pipeline(options)
     wire(pipeline)
-    result = run_pipeline(pipeline)
-    del pipeline
-    release_memory()
-    return result
+    return run_pipeline(pipeline)
 
 
 def record_counts(info: dict[str, Any], config: Config, results: list[beam.runners.runner.PipelineResult]) -> None:
@@ -467,12 +478,15 @@ def run_preprocess(config: Config, schema: RawSchema, run: RunDir, options: Pipe
             results = []
             if config.graph:
                 results.append(run_build_graph_job(options, config, schema, staged))
+                release_memory()   # what job 1 left, before the walks (a full collection: 0.7 s, so not after every job)
                 record_counts(info, config, results)
                 check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
                 check_edges(info["counts"])
             nodes = graph_nodes(graph_dir(staged)) if config.graph else 0
-            results.append(run_job(options, lambda pipeline: build_pipeline(pipeline, config, schema, staged, temp_dir,
-                                                                            nodes)))
+            # Sequences and graphs hand tf.Transform documents, made anew for each pass.
+            with scratch_dir(options, "rows") if not config.discrete else contextlib.nullcontext() as replay_dir:
+                results.append(run_job(options, lambda pipeline: build_pipeline(
+                    pipeline, config, schema, staged, temp_dir, nodes, replay_dir)))
             record_counts(info, config, results)
             check_rows(info["counts"], info["invalid_reasons"], config.input.max_invalid_fraction, run.invalid_dir)
             check_documents(info["counts"])
