@@ -31,6 +31,7 @@ MAX_RECORD_BYTES = 4 << 20
 BLOCK_BYTES = 4 << 20
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8   # TFRecord's CRC mask: rotate right by 15 bits, add this
 
 
 class LineBatchSource(filebasedsource.FileBasedSource):
@@ -299,7 +300,7 @@ def _read_frame(handle: BinaryIO) -> bytes | None:
 
 
 def _mask(crc: int) -> bytes:
-    return _CRC.pack((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+    return _CRC.pack((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -309,19 +310,18 @@ def _masked_crc(data: bytes) -> bytes:
 def frame_records(records: list[bytes]) -> bytes:
     """TFRecord framing of each record (length, masked CRC32C of length, data, masked CRC32C of data).
 
-    A batch's records share few lengths, so each length's 12-byte header is made once: with that
-    and the lookups hoisted, 1.6-1.8 -> 0.7-0.8 us a record (131,072 records of 40-70 bytes).
+    A batch's records share few lengths, so each length's 12-byte header is made once; the data
+    CRCs are masked with numpy and the parts joined without a Python loop: 0.32-0.36 -> 0.21 us a
+    record (131,072 tf.Examples of the preprocess benchmark).
     """
-    value, mask = google_crc32c.value, _mask
-    headers: dict[int, bytes] = {}
-    parts = []
-    for record in records:
-        header = headers.get(len(record))
-        if header is None:
-            length = _LENGTH.pack(len(record))
-            header = headers[len(record)] = length + mask(value(length))
-        parts += (header, record, mask(value(record)))
-    return b"".join(parts)
+    value = google_crc32c.value
+    crcs = np.fromiter(map(value, records), np.uint32, count=len(records))
+    footers = (((crcs >> 15) | (crcs << 17)) + np.uint32(_MASK_DELTA)).astype("<u4").view("V4").tolist()
+    headers = {}
+    for size in set(map(len, records)):
+        length = _LENGTH.pack(size)
+        headers[size] = length + _mask(value(length))
+    return b"".join(itertools.chain.from_iterable(zip(map(headers.__getitem__, map(len, records)), records, footers)))
 
 
 class TFRecordBatchSink(filebasedsink.FileBasedSink):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
@@ -61,7 +62,7 @@ def entity_keys(feature: FeatureConfig, table: pa.Table, time_zone: str = "UTC")
     if feature.type == "cross":
         parts = [_escaped(_values(table, name, time_zone).cast(pa.string())) for name in feature.columns]
         keys = pc.binary_join_element_wise(*parts, CROSS_SEPARATOR)
-        return keys, pa.array(range(table.num_rows), pa.int64())
+        return keys, pa.array(np.arange(table.num_rows, dtype=np.int64))
     column = _values(table, feature.column, time_zone)
     if feature.type == "identity":
         rows = pc.indices_nonzero(pc.greater_equal(column, 0))
@@ -72,7 +73,7 @@ def entity_keys(feature: FeatureConfig, table: pa.Table, time_zone: str = "UTC")
         parents = pc.list_parent_indices(tokens)
         keys = pc.utf8_trim_whitespace(pc.list_flatten(tokens))
     else:
-        parents, keys = pa.array(range(table.num_rows), pa.int64()), column
+        parents, keys = pa.array(np.arange(table.num_rows, dtype=np.int64)), column
     present = pc.indices_nonzero(pc.not_equal(keys, ""))
     return pc.take(keys, present), pc.take(parents, present)
 

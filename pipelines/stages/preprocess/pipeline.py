@@ -22,6 +22,7 @@ import tempfile
 from typing import Any, Callable, Iterator, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -247,7 +248,7 @@ class DecodeAndSplitRows(beam.PTransform):
 def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig) -> pa.RecordBatch:
     """Typed columns -> the list columns tf.Transform's tensor adapter expects: one value per row, or
     a document's ids as they are."""
-    offsets = pa.array(range(batch.num_rows + 1), type=pa.int64())
+    offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int64))   # from a range: 17 ms a batch
     arrays = [batch.column(field.name).cast(field.type) if pa.types.is_list(batch.schema.field(field.name).type)
               else pa.LargeListArray.from_arrays(offsets, batch.column(field.name).cast(field.type.value_type))
               for field in adapter.arrow_schema]
