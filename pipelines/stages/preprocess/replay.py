@@ -4,9 +4,9 @@ tf.Transform reads the training rows twice: once to analyze them, and once more,
 ended, to transform them. In between, a runner would hold every row (see `TransformInputs`), so the
 job reads the input twice instead. On Dataflow and Flink it still does. On the in-process runner
 the first pass also writes its typed record batches to local scratch files as it goes, and the
-second pass reads those: no second read, CSV parse, typing and split hash of every row (a third of
-the job's per-row time). The files are Arrow IPC streams, compressed with zstd (16 MB for a million
-rows of five columns), one per bundle; their directory is the caller's to remove.
+second pass reads those: no second read, CSV parse, typing and split hash of every row (6.95 ->
+6.11 us a row on the preprocess benchmark). The files are Arrow IPC streams, compressed with zstd
+(16 MB for a million rows of five columns), one per bundle; their directory is the caller's to remove.
 """
 from __future__ import annotations
 
