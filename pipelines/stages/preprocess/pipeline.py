@@ -42,9 +42,11 @@ from pipelines.core.config import Config
 from pipelines.core.errors import InvalidInputError
 from pipelines.core.rundir import RunDir
 from pipelines.stages.preprocess import columnar
-from pipelines.stages.preprocess.batched_io import LineBatchSource, TFRecordBatchSink, TFRecordBatchSource
+from pipelines.stages.preprocess.batched_io import (LineBatchSource, TFRecordBatchSink, TFRecordBatchSource,
+                                                    frame_records)
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
+from pipelines.stages.preprocess.example_encoder import frame_single_value_examples
 from pipelines.stages.preprocess.filters import apply_filters
 from pipelines.stages.preprocess.adjacency import graph_nodes
 from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
@@ -255,8 +257,17 @@ def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig
     return pa.RecordBatch.from_arrays(arrays, schema=adapter.arrow_schema)
 
 
+def encode_examples(transformed: tuple[pa.RecordBatch, Any], coder: tfxio.RecordBatchToExamplesEncoder) -> bytes:
+    """A transformed record batch (and tf.Transform's passthrough) -> its TFRecord-framed tf.Examples:
+    with numpy when every feature holds one number a row (`example_encoder`), else with tfx-bsl."""
+    batch = transformed[0]
+    framed = frame_single_value_examples(batch)
+    return frame_records(coder.encode(batch)) if framed is None else framed
+
+
 class TransformOutputs(NamedTuple):
-    """Lists of serialized tf.Examples per split, and tf.Transform's transform_fn."""
+    """TFRecord-framed serialized tf.Examples per split (one bytes element per record batch), and
+    tf.Transform's transform_fn."""
     train: beam.PCollection
     eval: beam.PCollection
     transform_fn: beam.PCollection
@@ -284,16 +295,16 @@ class AnalyzeAndTransform(beam.PTransform):
             data = batches | f"ToTransformInput[{split}]" >> beam.Map(to_transform_input, self._adapter)
             transformed, metadata = (((data, self._adapter), transform_fn)
                                      | f"TransformDataset[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
-            # As tft_beam.EncodeTransformedDataset, but one element per record batch, not per example.
+            # As tft_beam.EncodeTransformedDataset, but one element per record batch (framed), not per example.
             encoder = (metadata.deferred_metadata
                        | f"MakeEncoder[{split}]" >> beam.Map(lambda m: tfxio.RecordBatchToExamplesEncoder(m.schema)))
             encoded[split] = transformed | f"EncodeExamples[{split}]" >> beam.Map(
-                lambda batch, coder: coder.encode(batch[0]), coder=beam.pvalue.AsSingleton(encoder))
+                encode_examples, coder=beam.pvalue.AsSingleton(encoder))
         return TransformOutputs(encoded["train"], encoded["eval"], transform_fn)
 
 
 class WriteExamples(beam.PTransform):
-    """Lists of serialized tf.Examples -> `<prefix>-SSSSS-of-NNNNN.tfrecord.gz`."""
+    """TFRecord-framed serialized tf.Examples -> `<prefix>-SSSSS-of-NNNNN.tfrecord.gz`."""
 
     def __init__(self, prefix: str):
         super().__init__()
