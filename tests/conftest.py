@@ -1,6 +1,7 @@
 """Shared fixtures: small real data (a taxi CSV sample, a MovieLens sample) and complete runs of it."""
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 
@@ -25,6 +26,16 @@ def write_config(directory: pathlib.Path, example: str, **overrides) -> pathlib.
     path = directory / f"{example}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def unframed(framed: bytes) -> list[bytes]:
+    """The records of TFRecord-framed bytes (what preprocess's EncodeExamples emits), both
+    checksums of each checked."""
+    from pipelines.stages.preprocess.batched_io import read_frame
+    handle, records = io.BytesIO(framed), []
+    while (record := read_frame(handle)) is not None:
+        records.append(record)
+    return records
 
 
 def run_cli(*args: str) -> int:

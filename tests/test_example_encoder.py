@@ -1,18 +1,19 @@
 """The numpy tf.Example encoder writes the records tfx-bsl's encoder and `frame_records` write."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
-from pipelines.stages.preprocess.batched_io import frame_records, read_frame
-from pipelines.stages.preprocess.example_encoder import frame_single_value_examples
-from pipelines.stages.preprocess.pipeline import encode_examples
+from pipelines.stages.preprocess.batched_io import frame_records
+from pipelines.stages.preprocess.example_encoder import frame_single_value_examples, numpy_encodable
+from pipelines.stages.preprocess import pipeline
+from pipelines.stages.preprocess.pipeline import ExampleCoder, encode_examples
+from tests.conftest import unframed
 
 INT64 = np.iinfo(np.int64)
 # Each varint length from 1 to 10 bytes, on both sides of its boundaries.
@@ -29,14 +30,6 @@ def tfx_bsl_encoder(batch: pa.RecordBatch) -> tfxio.RecordBatchToExamplesEncoder
     kinds = {pa.int64(): tf.int64, pa.float32(): tf.float32, pa.binary(): tf.string}
     spec = {field.name: tf.io.VarLenFeature(kinds[field.type.value_type]) for field in batch.schema}
     return tfxio.RecordBatchToExamplesEncoder(schema_utils.schema_from_feature_spec(spec))
-
-
-def unframed(framed: bytes) -> list[bytes]:
-    """The records of TFRecord-framed bytes, both CRCs of each checked."""
-    handle, records = io.BytesIO(framed), []
-    while (record := read_frame(handle)) is not None:
-        records.append(record)
-    return records
 
 
 def parsed(records: list[bytes]) -> list[bytes]:
@@ -87,4 +80,29 @@ def test_other_batches_are_left_to_tfx_bsl(column):
     coder = tfx_bsl_encoder(batch)
 
     assert frame_single_value_examples(batch) is None
-    assert parsed(unframed(encode_examples((batch, None), coder))) == parsed(coder.encode(batch))
+    assert parsed(unframed(encode_examples((batch, None), ExampleCoder(coder, True)))) == parsed(coder.encode(batch))
+
+
+def test_many_layouts_are_left_to_tfx_bsl():
+    """Each layout costs numpy calls: 8 columns of 1-3 byte varints make thousands of them."""
+    rng = np.random.default_rng(3)
+    ids = [(2 ** rng.uniform(0, 21, 20_000)).astype(np.int64) for _ in range(8)]   # 1-3 varint bytes each
+    batch = pa.RecordBatch.from_arrays([list_column(column) for column in ids], names=[f"id{i}" for i in range(8)])
+    coder = tfx_bsl_encoder(batch)
+
+    assert frame_single_value_examples(batch) is None
+    assert parsed(unframed(encode_examples((batch, None), ExampleCoder(coder, True)))) == parsed(coder.encode(batch))
+
+
+def test_a_schema_with_tensor_representations_is_left_to_tfx_bsl(monkeypatch):
+    """tfx-bsl names a ragged output `tok` `tok$ragged_values`: only tfx-bsl knows its names."""
+    ragged = schema_utils.schema_from_feature_spec({"tok$ragged_values": tf.io.VarLenFeature(tf.int64)})
+    ragged.tensor_representation_group[""].tensor_representation["tok"].ragged_tensor.feature_path.step.append(
+        "tok$ragged_values")
+    dense = schema_utils.schema_from_feature_spec({"id": tf.io.FixedLenFeature([], tf.int64)})
+    batch = pa.RecordBatch.from_arrays([list_column(np.arange(3))], names=["id"])
+    coder = tfx_bsl_encoder(batch)
+
+    assert not numpy_encodable(ragged) and numpy_encodable(dense) and numpy_encodable(schema_pb2.Schema())
+    monkeypatch.setattr(pipeline, "frame_single_value_examples", lambda batch: pytest.fail("numpy path taken"))
+    assert parsed(unframed(encode_examples((batch, None), ExampleCoder(coder, False)))) == parsed(coder.encode(batch))

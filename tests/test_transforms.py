@@ -13,6 +13,7 @@ from pipelines.core.config_parse import config_from_dict
 from pipelines.stages.preprocess.pipeline import AnalyzeAndTransform, TransformInputs
 from pipelines.stages.preprocess.rows import RowTyper
 from pipelines.stages.preprocess.schema import RawSchema, transform_column_types
+from tests.conftest import unframed
 
 CONFIG = config_from_dict({
     "name": "types",
@@ -105,6 +106,6 @@ def test_every_feature_type(tmp_path):
             train = pipeline | "CreateTrain" >> beam.Create([batch])
             evaluation = pipeline | "CreateEval" >> beam.Create([batch.slice(0, 2)])
             outputs = TransformInputs(train, train, evaluation) | AnalyzeAndTransform(CONFIG, schema)
-            assert_that(outputs.train | "FlattenTrain" >> beam.FlatMap(list), check)
-            eval_users = outputs.eval | beam.FlatMap(list) | beam.Map(lambda e: decode(e)["user"])
+            assert_that(outputs.train | "FlattenTrain" >> beam.FlatMap(unframed), check)
+            eval_users = outputs.eval | beam.FlatMap(unframed) | beam.Map(lambda e: decode(e)["user"])
             assert_that(eval_users, equal_to([0, 1]), label="CheckEval")   # eval uses the train vocabulary

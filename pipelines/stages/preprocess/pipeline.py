@@ -46,7 +46,7 @@ from pipelines.stages.preprocess.batched_io import (LineBatchSource, TFRecordBat
                                                     frame_records)
 from pipelines.stages.preprocess.documents import TransformInputs, document_column
 from pipelines.stages.preprocess.entities import SplitRows, WriteEntityTables
-from pipelines.stages.preprocess.example_encoder import frame_single_value_examples
+from pipelines.stages.preprocess.example_encoder import frame_single_value_examples, numpy_encodable
 from pipelines.stages.preprocess.filters import apply_filters
 from pipelines.stages.preprocess.adjacency import graph_nodes
 from pipelines.stages.preprocess.graph import GRAPH_COUNTERS, BuildGraph, EdgePasses, WalkGraph, WriteNodeTables
@@ -257,12 +257,23 @@ def to_transform_input(batch: pa.RecordBatch, adapter: tfxio.TensorAdapterConfig
     return pa.RecordBatch.from_arrays(arrays, schema=adapter.arrow_schema)
 
 
-def encode_examples(transformed: tuple[pa.RecordBatch, Any], coder: tfxio.RecordBatchToExamplesEncoder) -> bytes:
+class ExampleCoder(NamedTuple):
+    """How one split's transformed batches become tf.Examples: tfx-bsl's encoder for the output
+    schema, and whether `example_encoder` may write them instead (`numpy_encodable`)."""
+    tfx_bsl: tfxio.RecordBatchToExamplesEncoder
+    numpy: bool
+
+
+def make_example_coder(metadata: dataset_metadata.DatasetMetadata) -> ExampleCoder:
+    return ExampleCoder(tfxio.RecordBatchToExamplesEncoder(metadata.schema), numpy_encodable(metadata.schema))
+
+
+def encode_examples(transformed: tuple[pa.RecordBatch, Any], coder: ExampleCoder) -> bytes:
     """A transformed record batch (and tf.Transform's passthrough) -> its TFRecord-framed tf.Examples:
     with numpy when every feature holds one number a row (`example_encoder`), else with tfx-bsl."""
     batch = transformed[0]
-    framed = frame_single_value_examples(batch)
-    return frame_records(coder.encode(batch)) if framed is None else framed
+    framed = frame_single_value_examples(batch) if coder.numpy else None
+    return frame_records(coder.tfx_bsl.encode(batch)) if framed is None else framed
 
 
 class TransformOutputs(NamedTuple):
@@ -296,8 +307,7 @@ class AnalyzeAndTransform(beam.PTransform):
             transformed, metadata = (((data, self._adapter), transform_fn)
                                      | f"TransformDataset[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
             # As tft_beam.EncodeTransformedDataset, but one element per record batch (framed), not per example.
-            encoder = (metadata.deferred_metadata
-                       | f"MakeEncoder[{split}]" >> beam.Map(lambda m: tfxio.RecordBatchToExamplesEncoder(m.schema)))
+            encoder = metadata.deferred_metadata | f"MakeEncoder[{split}]" >> beam.Map(make_example_coder)
             encoded[split] = transformed | f"EncodeExamples[{split}]" >> beam.Map(
                 encode_examples, coder=beam.pvalue.AsSingleton(encoder))
         return TransformOutputs(encoded["train"], encoded["eval"], transform_fn)
