@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BENCHMARKS = ("preprocess.py", "scale.py", "embed.py", "movielens.py", "words.py", "item2vec.py", "graph.py")
+BENCHMARKS = ("preprocess.py", "scale.py", "embed.py", "movielens.py", "day_hour.py", "words.py", "item2vec.py", "graph.py")
 
 
 def main() -> int:
@@ -16,7 +16,7 @@ def main() -> int:
         result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script)], cwd=ROOT,
                                 capture_output=True, text=True)
         table = [line for line in result.stdout.splitlines() if line.startswith("|") or line.startswith(
-            ("Preprocess", "Train and embed", "Embedding", "MovieLens", "Skip-gram", "Item2vec", "Graph"))]
+            ("Preprocess", "Train and embed", "Embedding", "MovieLens", "Day x hour", "Skip-gram", "Item2vec", "Graph"))]
         print("\n".join(table) if result.returncode == 0 else result.stderr[-3000:], flush=True)
         sections.append(f"## {script}\n\n" + ("\n".join(table) if result.returncode == 0 else
                                              f"failed with exit status {result.returncode}"))

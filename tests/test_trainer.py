@@ -16,6 +16,7 @@ import tensorflow_transform as tft
 from pipelines.core.rundir import RunDir
 from tests.conftest import ROOT, TAXI_SAMPLE
 from trainer.losses import in_batch_softmax_loss
+from trainer.models import initial_output_bias
 from trainer.train import Trainer, embedding_layers
 
 
@@ -59,6 +60,22 @@ def test_taxi_training_beats_baselines_and_reduces_loss(taxi_run):
     losses = metrics["history"]["loss"]
     assert losses[-1] < losses[0] * 0.8
     assert (taxi_run / "model" / "logs").is_dir() and list((taxi_run / "model" / "checkpoints").glob("epoch-*"))
+
+
+def test_initial_output_bias_is_the_label_mean_or_the_class_log_shares():
+    regression = [tf.constant([1.0, 2.0]), tf.constant([3.0, 6.0])]
+    np.testing.assert_allclose(initial_output_bias(regression), [3.0])
+    classes = [tf.constant([0, 0, 2], tf.int64), tf.constant([-1], tf.int64)]   # -1: no class, skipped
+    # counts [2, 0, 1] of 3 rows, add-one smoothed: [3, 1, 2] / 6
+    np.testing.assert_allclose(initial_output_bias(classes, 3), np.log([0.5, 1 / 6, 1 / 3]), rtol=1e-6)
+
+
+def test_a_regression_starts_at_its_training_labels_mean(taxi_run, tmp_path):
+    trainer = Trainer(RunDir(str(taxi_run)), job_dir=str(tmp_path))
+    net, _ = trainer.build()
+    labels = np.concatenate([label.numpy() for _, label in trainer.dataset("train")])
+    assert labels.mean() > 5                 # fares: far from 0, where the output layer would start
+    np.testing.assert_allclose(net.get_layer("output").bias.numpy(), [labels.mean()], rtol=1e-5)
 
 
 def raw_rows(count: int) -> dict[str, tf.Tensor]:

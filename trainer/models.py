@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -23,8 +24,44 @@ def make_optimizer(model: ModelConfig) -> keras.optimizers.Optimizer:
     return kinds[model.optimizer](learning_rate=model.learning_rate)
 
 
-def build_supervised(model: ModelConfig, features: list[FeatureInput], num_classes: int = 0) -> keras.Model:
+def initial_output_bias(labels: Iterable[tf.Tensor], num_classes: int = 0) -> np.ndarray:
+    """Where the output layer starts: the training labels' mean (regression) or the log of each
+    class's share (classification, add-one smoothed), so that the first steps are spent on how the
+    label varies, not on its level. Starting at 0 with a label far from it (log seconds: about 6.5),
+    every embedding first moves the same way at the full learning rate, and a rare row's vector
+    keeps that shared offset, which hides what it learned later from cosine neighbours.
+
+    Args:
+        labels: batches of training labels [batch] (float regression targets or int64 class ids;
+            ids outside [0, num_classes) are skipped).
+        num_classes: 0 for a regression.
+
+    Returns:
+        [1] (regression) or [num_classes] float32.
+    """
+    if num_classes:
+        counts = np.zeros(num_classes, np.float64)
+        for batch in labels:
+            ids = batch.numpy()
+            counts += np.bincount(ids[(ids >= 0) & (ids < num_classes)], minlength=num_classes)
+        return np.log((counts + 1) / (counts.sum() + num_classes)).astype(np.float32)
+    total, count = 0.0, 0
+    for batch in labels:
+        values = batch.numpy().astype(np.float64)
+        total, count = total + values.sum(), count + len(values)
+    return np.array([total / count if count else 0.0], np.float32)
+
+
+def build_supervised(model: ModelConfig, features: list[FeatureInput], num_classes: int = 0,
+                     output_bias: np.ndarray | None = None) -> keras.Model:
     """Embeddings of every categorical feature + numeric columns -> hidden layers -> the label.
+
+    Args:
+        model: the model config (hidden units, L2).
+        features: the inputs.
+        num_classes: 0 for a regression.
+        output_bias: the output layer's starting bias [1] or [num_classes] (`initial_output_bias`);
+            None starts at 0.
 
     Returns:
         An uncompiled model: dict of transformed features -> predictions [batch] (regression) or
@@ -34,10 +71,12 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
     x, _ = encode_features(features, inputs, model.l2)
     for index, units in enumerate(model.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)
+    start = "zeros" if output_bias is None else keras.initializers.Constant(output_bias)
     if num_classes:
-        output = keras.layers.Dense(num_classes, name="logits")(x)
+        output = keras.layers.Dense(num_classes, bias_initializer=start, name="logits")(x)
     else:
-        output = keras.layers.Reshape((), name="prediction")(keras.layers.Dense(1, name="output")(x))
+        output = keras.layers.Reshape((), name="prediction")(
+            keras.layers.Dense(1, bias_initializer=start, name="output")(x))
     return keras.Model(inputs, output, name="supervised")
 
 

@@ -35,7 +35,7 @@ from trainer.export import export_model
 from trainer.inputs import SHUFFLE_BUFFER, epoch_seed, feature_inputs, make_dataset, row_shuffle_buffer
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
-from trainer.models import build_supervised, build_two_tower, compile_model
+from trainer.models import build_supervised, build_two_tower, compile_model, initial_output_bias
 from trainer.skipgram import (DOCUMENTS_PER_READ, SkipGramModel, keep_probabilities, steps_per_epoch, token_batches,
                               token_counts)
 from trainer.warm_start import apply_warm_start
@@ -114,6 +114,12 @@ class Trainer:
         return make_dataset(self.run.examples_pattern(split), {k: v for k, v in spec.items() if k in keep},
                             batch_size or model.batch_size, label=label, shuffle_seed=seed, shuffle_buffer=buffer)
 
+    def labels(self, split: str) -> tf.data.Dataset:
+        """Batches of one split's labels alone [batch] (nothing else is parsed)."""
+        label = self.config.label_column
+        spec = {label: self.tft_output.transformed_feature_spec()[label]}
+        return make_dataset(self.run.examples_pattern(split), spec, 4096).map(lambda features: features[label])
+
     def build(self) -> tuple[keras.Model, Any]:
         """The (uncompiled) model and what evaluation needs from the training pass (two-tower)."""
         model = self.config.model
@@ -129,7 +135,8 @@ class Trainer:
             return SkipGramModel(feature, counts, model, name="skipgram"), counts
         classes = (self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY)
                    if model.task == "classification" else 0)
-        return build_supervised(model, list(self.inputs.values()), classes), None
+        bias = initial_output_bias(self.labels("train"), classes)
+        return build_supervised(model, list(self.inputs.values()), classes, bias), None
 
     def _tokens(self, split: str, epoch: int, extra: np.ndarray) -> tf.data.Dataset:
         model = self.config.model
