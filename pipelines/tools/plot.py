@@ -15,10 +15,14 @@ IMAGE_FORMATS = ("png", "svg", "pdf")
 
 
 def principal_components(vectors: np.ndarray, n: int) -> np.ndarray:
-    """[rows, dim] -> [rows, n]: the coordinates on the first `n` principal components (numpy SVD)."""
+    """[rows, dim] -> [rows, n]: the coordinates on the first `n` principal components (numpy SVD),
+    each component's largest entry positive: SVD's sign depends on the rows' order, which differs
+    between two reads of the same Parquet, and the same vectors should draw the same picture."""
     centered = vectors - vectors.mean(axis=0)
     _, _, components = np.linalg.svd(centered, full_matrices=False)
-    return centered @ components[:n].T
+    components = components[:n]
+    largest = components[np.arange(len(components)), np.argmax(np.abs(components), axis=1)]
+    return centered @ (components * np.where(largest < 0, -1.0, 1.0)[:, None]).T
 
 
 def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
