@@ -24,7 +24,17 @@ def make_optimizer(model: ModelConfig) -> keras.optimizers.Optimizer:
     return kinds[model.optimizer](learning_rate=model.learning_rate)
 
 
-def initial_output_bias(labels: Iterable[tf.Tensor], num_classes: int = 0) -> np.ndarray:
+def class_counts(labels: Iterable[tf.Tensor], num_classes: int) -> np.ndarray:
+    """Training rows of each class [num_classes] from batches of class ids [batch] (int64; ids
+    outside [0, num_classes) are skipped)."""
+    counts = np.zeros(num_classes, np.int64)
+    for batch in labels:
+        ids = batch.numpy()
+        counts += np.bincount(ids[(ids >= 0) & (ids < num_classes)], minlength=num_classes)
+    return counts
+
+
+def initial_output_bias(labels: Iterable[tf.Tensor] = (), counts: np.ndarray | None = None) -> np.ndarray:
     """Where the output layer starts: the training labels' mean (regression) or the log of each
     class's share (classification, add-one smoothed), so that the first steps are spent on how the
     label varies, not on its level. Starting at 0 with a label far from it (log seconds: about 6.5),
@@ -32,19 +42,15 @@ def initial_output_bias(labels: Iterable[tf.Tensor], num_classes: int = 0) -> np
     keeps that shared offset, which hides what it learned later from cosine neighbours.
 
     Args:
-        labels: batches of training labels [batch] (float regression targets or int64 class ids;
-            ids outside [0, num_classes) are skipped).
-        num_classes: 0 for a regression.
+        labels: batches of regression targets [batch] (float).
+        counts: a classification's training rows per class [num_classes] (`class_counts`); given,
+            `labels` is not read.
 
     Returns:
         [1] (regression) or [num_classes] float32.
     """
-    if num_classes:
-        counts = np.zeros(num_classes, np.float64)
-        for batch in labels:
-            ids = batch.numpy()
-            counts += np.bincount(ids[(ids >= 0) & (ids < num_classes)], minlength=num_classes)
-        return np.log((counts + 1) / (counts.sum() + num_classes)).astype(np.float32)
+    if counts is not None:
+        return np.log((counts + 1) / (counts.sum() + len(counts))).astype(np.float32)
     total, count = 0.0, 0
     for batch in labels:
         values = batch.numpy().astype(np.float64)

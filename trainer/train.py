@@ -35,7 +35,7 @@ from trainer.export import export_model
 from trainer.inputs import SHUFFLE_BUFFER, epoch_seed, feature_inputs, make_dataset, row_shuffle_buffer
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
-from trainer.models import build_supervised, build_two_tower, compile_model, initial_output_bias
+from trainer.models import build_supervised, build_two_tower, class_counts, compile_model, initial_output_bias
 from trainer.skipgram import (DOCUMENTS_PER_READ, SkipGramModel, keep_probabilities, steps_per_epoch, token_batches,
                               token_counts)
 from trainer.warm_start import apply_warm_start
@@ -43,6 +43,7 @@ from trainer.warm_start import apply_warm_start
 logger = logging.getLogger(__name__)
 
 OOV_WARNING_SHARE = 0.2
+SCAN_BATCH = 4096  # rows a batch when a split is read for a few columns only (labels, ids)
 
 
 @contextlib.contextmanager
@@ -118,10 +119,11 @@ class Trainer:
         """Batches of one split's labels alone [batch] (nothing else is parsed)."""
         label = self.config.label_column
         spec = {label: self.tft_output.transformed_feature_spec()[label]}
-        return make_dataset(self.run.examples_pattern(split), spec, 4096).map(lambda features: features[label])
+        return make_dataset(self.run.examples_pattern(split), spec, SCAN_BATCH).map(lambda features: features[label])
 
     def build(self) -> tuple[keras.Model, Any]:
-        """The (uncompiled) model and what evaluation needs from the training pass (two-tower)."""
+        """The (uncompiled) model and what training and evaluation need from a pass over the training
+        split: interactions (two-tower), token counts (skip-gram), class counts (classification)."""
         model = self.config.model
         if model.kind == "two_tower":
             interactions = collect_interactions(
@@ -133,10 +135,12 @@ class Trainer:
             counts = token_counts(self.dataset("train", with_label=False), feature.name,
                                   self.tft_output.vocabulary_size_by_name(feature.name))
             return SkipGramModel(feature, counts, model, name="skipgram"), counts
-        classes = (self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY)
-                   if model.task == "classification" else 0)
-        bias = initial_output_bias(self.labels("train"), classes)
-        return build_supervised(model, list(self.inputs.values()), classes, bias), None
+        inputs = list(self.inputs.values())
+        if model.task == "classification":
+            # The class counts also give evaluation its majority-class baseline.
+            counts = class_counts(self.labels("train"), self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY))
+            return build_supervised(model, inputs, len(counts), initial_output_bias(counts=counts)), counts
+        return build_supervised(model, inputs, 0, initial_output_bias(self.labels("train"))), None
 
     def _tokens(self, split: str, epoch: int, extra: np.ndarray) -> tf.data.Dataset:
         model = self.config.model
@@ -175,18 +179,19 @@ class Trainer:
             return validation.cache()
         return self.dataset("eval", with_label=True)
 
-    def evaluate(self, net: keras.Model, interactions: Any) -> dict[str, Any]:
+    def evaluate(self, net: keras.Model, extra: Any) -> dict[str, Any]:
+        """Eval metrics beside their baselines (`extra`: what `build` returned beside the model)."""
         model = self.config.model
         if model.kind == "skipgram":
-            return {"train_tokens": int(interactions.sum()), "vocabulary": int(len(interactions))}
+            return {"train_tokens": int(extra.sum()), "vocabulary": int(len(extra))}
         if not self.has_eval:
             logger.warning("the eval split is empty: no eval metrics")
             return {"eval_examples": 0}
         if model.kind == "two_tower":
-            return evaluate.ranking_metrics(net, self.dataset("eval", with_label=False), interactions,
+            return evaluate.ranking_metrics(net, self.dataset("eval", with_label=False), extra,
                                             model.eval_max_examples)
         if model.task == "classification":
-            return evaluate.classification_metrics(net, self.dataset("train"), self.dataset("eval"))
+            return evaluate.classification_metrics(net, extra, self.dataset("eval"))
         numeric = [f.name for f in self.inputs.values() if f.kind == "numeric"]
         return evaluate.regression_metrics(net, self.dataset("train"), self.dataset("eval"), numeric)
 
@@ -295,7 +300,7 @@ class Trainer:
         sizes = {n: self.tft_output.vocabulary_size_by_name(n) for n in names}
         outside = dict.fromkeys(names, 0)
         total = dict.fromkeys(names, 0)
-        for batch in self.dataset("eval", with_label=False, batch_size=4096):
+        for batch in self.dataset("eval", with_label=False, batch_size=SCAN_BATCH):
             for name in names:
                 ids = batch[name].values if isinstance(batch[name], tf.SparseTensor) else batch[name]
                 ids = ids.numpy()
