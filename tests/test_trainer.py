@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipelines.core.rundir import RunDir
-from tests.conftest import ROOT, TAXI_SAMPLE
+from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 from trainer.losses import in_batch_softmax_loss
 from trainer.models import class_counts, initial_output_bias
 from trainer.train import Trainer, embedding_layers
@@ -78,6 +78,31 @@ def test_a_regression_starts_at_its_training_labels_mean(taxi_run, tmp_path):
     labels = np.concatenate([label.numpy() for _, label in trainer.dataset("train")])
     assert labels.mean() > 5                 # fares: far from 0, where the output layer would start
     np.testing.assert_allclose(net.get_layer("output").bias.numpy(), [labels.mean()], rtol=1e-5)
+
+
+def test_a_classification_starts_at_its_class_shares_and_reports_the_majority_class(tmp_path):
+    config = write_config(tmp_path, "chicago_taxi_fare", input={"path": str(TAXI_SAMPLE)},
+                          features={"day_hour": {"type": "cross", "columns": ["trip_start_day", "trip_start_hour"],
+                                                 "hash_buckets": 168},
+                                    "fare": {"type": "numeric", "normalize": "zscore"}},
+                          model={"label": "payment_type", "task": "classification", "epochs": 2,
+                                 "embeddings": {"day_hour": 2}},
+                          entities=[{"name": "day_hour", "key": "day_hour"}])
+    assert run_cli("run", config, "--output", tmp_path / "runs", "--run-id", "c") == 0
+    run = RunDir(str(tmp_path / "runs" / "c"))
+    trainer = Trainer(run, job_dir=str(tmp_path / "job"))
+    net, counts = trainer.build()
+    train = np.concatenate([y.numpy() for y in trainer.labels("train")])
+    assert counts.tolist() == np.bincount(train, minlength=len(counts)).tolist()
+    np.testing.assert_allclose(net.get_layer("logits").bias.numpy(),
+                               np.log((counts + 1) / (counts.sum() + len(counts))), rtol=1e-5)
+    evaluation = np.concatenate([y.numpy() for y in trainer.labels("eval")])
+    metrics = json.loads((tmp_path / "runs" / "c" / "metrics.json").read_text())
+    assert metrics["baseline_majority_accuracy"] == pytest.approx(np.mean(evaluation == np.argmax(counts)))
+    assert metrics["eval_examples"] == len(evaluation) and 0 < metrics["accuracy"] <= 1
+    # A payment type only the eval split has (id -1) trains and evaluates: a miss, counted.
+    assert metrics["eval_unknown_class_rows"] == np.sum(evaluation < 0) > 0
+    assert np.isfinite(metrics["log_loss"]) and np.isfinite(metrics["history"]["val_loss"]).all()
 
 
 def raw_rows(count: int) -> dict[str, tf.Tensor]:

@@ -55,19 +55,22 @@ def _design(features: dict, numeric: list[str], size: int) -> np.ndarray:
 def classification_metrics(model: keras.Model, class_counts: np.ndarray,
                            evaluation: tf.data.Dataset) -> dict[str, float]:
     """Model accuracy and log loss on eval beside always predicting the majority training class
-    (`class_counts`: training rows per class [num_classes])."""
+    (`class_counts`: training rows per class [num_classes]). An eval row whose class the train
+    split does not have (id -1) counts as a miss and is left out of the log loss."""
     majority = int(np.argmax(class_counts))
-    correct = baseline = losses = total = 0
+    correct = baseline = losses = total = unknown = 0
     for features, labels in evaluation:
         y = labels.numpy()
         logits = model(features, training=False)
+        known = y >= 0
         losses += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.maximum(labels, 0), logits=logits)))
+            labels=y[known], logits=tf.boolean_mask(logits, known))))
         correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == y))
         baseline += int(np.sum(y == majority))
-        total += len(y)
-    return {"accuracy": correct / total, "log_loss": losses / total,
-            "baseline_majority_accuracy": baseline / total, "eval_examples": total}
+        total, unknown = total + len(y), unknown + int(np.sum(~known))
+    return {"accuracy": correct / total, "log_loss": losses / max(total - unknown, 1),
+            "baseline_majority_accuracy": baseline / total, "eval_examples": total,
+            "eval_unknown_class_rows": unknown}
 
 
 def ranking_metrics(net: keras.Model, evaluation: tf.data.Dataset, interactions: Interactions,

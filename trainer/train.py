@@ -177,6 +177,11 @@ class Trainer:
             # Ranked against the whole catalogue every epoch: capped, and kept in memory.
             validation = self.dataset("eval", with_label=False).take(-(-model.eval_max_examples // model.batch_size))
             return validation.cache()
+        if model.task == "classification":
+            # A class the train split never had has id -1 (the label vocabulary is the train split's):
+            # no logit to aim at, so such rows weigh nothing in the validation loss and accuracy.
+            return self.dataset("eval", with_label=True).map(
+                lambda features, label: (features, tf.maximum(label, 0), tf.cast(label >= 0, tf.float32)))
         return self.dataset("eval", with_label=True)
 
     def evaluate(self, net: keras.Model, extra: Any) -> dict[str, Any]:
@@ -191,7 +196,11 @@ class Trainer:
             return evaluate.ranking_metrics(net, self.dataset("eval", with_label=False), extra,
                                             model.eval_max_examples)
         if model.task == "classification":
-            return evaluate.classification_metrics(net, extra, self.dataset("eval"))
+            metrics = evaluate.classification_metrics(net, extra, self.dataset("eval"))
+            if metrics["eval_unknown_class_rows"]:
+                progress.warning("eval rows whose class the train split does not have: %d (counted as misses, "
+                                 "left out of the log loss)", metrics["eval_unknown_class_rows"])
+            return metrics
         numeric = [f.name for f in self.inputs.values() if f.kind == "numeric"]
         return evaluate.regression_metrics(net, self.dataset("train"), self.dataset("eval"), numeric)
 
