@@ -16,7 +16,7 @@ import tensorflow_transform as tft
 from pipelines.core.rundir import RunDir
 from tests.conftest import ROOT, TAXI_SAMPLE, run_cli, write_config
 from trainer.losses import in_batch_softmax_loss
-from trainer.models import class_counts, initial_output_bias
+from trainer.models import class_counts, class_log_shares, label_mean
 from trainer.train import Trainer, embedding_layers
 
 
@@ -62,14 +62,14 @@ def test_taxi_training_beats_baselines_and_reduces_loss(taxi_run):
     assert (taxi_run / "model" / "logs").is_dir() and list((taxi_run / "model" / "checkpoints").glob("epoch-*"))
 
 
-def test_initial_output_bias_is_the_label_mean_or_the_class_log_shares():
+def test_output_layers_start_at_the_label_mean_or_the_class_log_shares():
     regression = [tf.constant([1.0, 2.0]), tf.constant([3.0, 6.0])]
-    np.testing.assert_allclose(initial_output_bias(regression), [3.0])
+    np.testing.assert_allclose(label_mean(regression), [3.0])
     classes = [tf.constant([0, 0, 2], tf.int64), tf.constant([-1], tf.int64)]   # -1: no class, skipped
     counts = class_counts(classes, 3)
     assert counts.tolist() == [2, 0, 1]
     # counts [2, 0, 1] of 3 rows, add-one smoothed: [3, 1, 2] / 6
-    np.testing.assert_allclose(initial_output_bias(counts=counts), np.log([0.5, 1 / 6, 1 / 3]), rtol=1e-6)
+    np.testing.assert_allclose(class_log_shares(counts), np.log([0.5, 1 / 6, 1 / 3]), rtol=1e-6)
 
 
 def test_a_regression_starts_at_its_training_labels_mean(taxi_run, tmp_path):

@@ -34,28 +34,24 @@ def class_counts(labels: Iterable[tf.Tensor], num_classes: int) -> np.ndarray:
     return counts
 
 
-def initial_output_bias(labels: Iterable[tf.Tensor] = (), counts: np.ndarray | None = None) -> np.ndarray:
-    """Where the output layer starts: the training labels' mean (regression) or the log of each
-    class's share (classification, add-one smoothed), so that the first steps are spent on how the
-    label varies, not on its level. Starting at 0 with a label far from it (log seconds: about 6.5),
-    every embedding first moves the same way at the full learning rate, and a rare row's vector
-    keeps that shared offset, which hides what it learned later from cosine neighbours.
-
-    Args:
-        labels: batches of regression targets [batch] (float).
-        counts: a classification's training rows per class [num_classes] (`class_counts`); given,
-            `labels` is not read.
-
-    Returns:
-        [1] (regression) or [num_classes] float32.
-    """
-    if counts is not None:
-        return np.log((counts + 1) / (counts.sum() + len(counts))).astype(np.float32)
+def label_mean(labels: Iterable[tf.Tensor]) -> np.ndarray:
+    """Where a regression's output layer starts: the training labels' mean [1] (float32), from
+    batches of targets [batch], so that the first steps are spent on how the label varies, not on
+    its level. Starting at 0 with a label far from it (log seconds: about 6.5), every embedding
+    first moves the same way at the full learning rate, and a rare row's vector keeps that shared
+    offset, which hides what it learned later from cosine neighbours."""
     total, count = 0.0, 0
     for batch in labels:
         values = batch.numpy().astype(np.float64)
         total, count = total + values.sum(), count + len(values)
     return np.array([total / count if count else 0.0], np.float32)
+
+
+def class_log_shares(counts: np.ndarray) -> np.ndarray:
+    """Where a classifier's output layer starts, for the reason of `label_mean`: the log of each
+    class's share of the training rows, add-one smoothed, [num_classes] (float32) from the rows
+    per class [num_classes] (`class_counts`)."""
+    return np.log((counts + 1) / (counts.sum() + len(counts))).astype(np.float32)
 
 
 def build_supervised(model: ModelConfig, features: list[FeatureInput], num_classes: int = 0,
@@ -66,7 +62,7 @@ def build_supervised(model: ModelConfig, features: list[FeatureInput], num_class
         model: the model config (hidden units, L2).
         features: the inputs.
         num_classes: 0 for a regression.
-        output_bias: the output layer's starting bias [1] or [num_classes] (`initial_output_bias`);
+        output_bias: the output layer's starting bias [1] or [num_classes] (`label_mean` or `class_log_shares`);
             None starts at 0.
 
     Returns:

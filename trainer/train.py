@@ -35,7 +35,8 @@ from trainer.export import export_model
 from trainer.inputs import SHUFFLE_BUFFER, epoch_seed, feature_inputs, make_dataset, row_shuffle_buffer
 from trainer.interactions import collect_interactions
 from trainer.layers import CategoricalEmbedding
-from trainer.models import build_supervised, build_two_tower, class_counts, compile_model, initial_output_bias
+from trainer.models import (build_supervised, build_two_tower, class_counts, class_log_shares, compile_model,
+                            label_mean)
 from trainer.skipgram import (DOCUMENTS_PER_READ, SkipGramModel, keep_probabilities, steps_per_epoch, token_batches,
                               token_counts)
 from trainer.warm_start import apply_warm_start
@@ -139,8 +140,8 @@ class Trainer:
         if model.task == "classification":
             # The class counts also give evaluation its majority-class baseline.
             counts = class_counts(self.labels("train"), self.tft_output.vocabulary_size_by_name(LABEL_VOCABULARY))
-            return build_supervised(model, inputs, len(counts), initial_output_bias(counts=counts)), counts
-        return build_supervised(model, inputs, 0, initial_output_bias(self.labels("train"))), None
+            return build_supervised(model, inputs, len(counts), class_log_shares(counts)), counts
+        return build_supervised(model, inputs, 0, label_mean(self.labels("train"))), None
 
     def _tokens(self, split: str, epoch: int, extra: np.ndarray) -> tf.data.Dataset:
         model = self.config.model
