@@ -50,8 +50,15 @@ def example_config(**model) -> dict:
     return config
 
 
+def minimal_gradient_config() -> dict:
+    """The minimal config trained by gradient steps (the softmax) instead of its default solver, als."""
+    config = minimal_config()
+    return {**config, "model": {**config["model"], "solver": "gradient"}}
+
+
 CONFIGS: dict[str, Callable[[], dict]] = {
-    "embedpipe minimal two-tower (defaults)": minimal_config,
+    "embedpipe minimal two-tower (defaults: solver als)": minimal_config,
+    "embedpipe minimal two-tower with solver: gradient (the softmax)": minimal_gradient_config,
     "embedpipe examples/movielens.yaml (mean of the last 100 movies)": example_config,
     "embedpipe examples/movielens.yaml with query_encoder: attention, query_history: 50":
         lambda: example_config(query_encoder="attention", query_history=50),

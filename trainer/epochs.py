@@ -15,7 +15,7 @@ import logging
 import math
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import tensorflow as tf
 import tf_keras as keras
@@ -98,7 +98,7 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds: float) -> str:
 def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epochs: int, steps: int | None,
                callbacks: list[keras.callbacks.Callback], patience: int, kind: str,
                verbose: bool = True) -> tuple[list[dict], int | None]:
-    """Trains epoch by epoch from where `state` left off.
+    """Trains epoch by epoch from where `state` left off, one Keras `fit` call an epoch.
 
     Args:
         net: the compiled model.
@@ -116,6 +116,19 @@ def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epoc
         The history (one dict per epoch: "epoch" and Keras's logs) and the best epoch (None when
         early stopping is off); the model holds the best epoch's weights when it is not the last.
     """
+    def one_epoch(epoch: int) -> dict[str, float]:
+        logs = net.fit(train_data(epoch), validation_data=validation, initial_epoch=epoch, epochs=epoch + 1,
+                       steps_per_epoch=steps, callbacks=callbacks, verbose=0).history
+        return {name: float(values[-1]) for name, values in logs.items()}
+
+    return run_epochs(state, one_epoch, epochs, patience, kind, verbose)
+
+
+def run_epochs(state: EpochState, one_epoch: Callable[[int], dict[str, float]], epochs: int, patience: int,
+               kind: str, verbose: bool = True) -> tuple[list[dict], int | None]:
+    """Runs `one_epoch(epoch)` (training, then validation: its logs) from where `state` left off,
+    saving after each, until `epochs` or early stopping; returns the history and the best epoch
+    (None when early stopping is off)."""
     history = state.restore()
     if history:
         progress.info("resuming after epoch %d of %d", len(history), epochs)
@@ -124,9 +137,7 @@ def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epoc
         if should_stop(history, metric, mode, patience):
             break
         started = time.time()
-        logs = net.fit(train_data(epoch), validation_data=validation, initial_epoch=epoch, epochs=epoch + 1,
-                       steps_per_epoch=steps, callbacks=callbacks, verbose=0).history
-        row = {"epoch": epoch, **{name: float(values[-1]) for name, values in logs.items()}}
+        row = {"epoch": epoch, **one_epoch(epoch)}
         history.append(row)
         state.save(history)
         if verbose:

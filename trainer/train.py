@@ -24,10 +24,12 @@ import tf_keras as keras
 from pipelines.core import fs
 from pipelines.core.config import Config
 from pipelines.core.config_parse import config_from_dict
+from pipelines.core.errors import UsageError
 from pipelines.core.names import LABEL_VOCABULARY
 from pipelines.core.rundir import STAGE_OUTPUTS, RunDir
 from pipelines.core.warm_start import plan_warm_start
 from trainer import evaluate
+from trainer.als import fit_als
 from trainer.cluster import ClusterTask, choose_strategy, cluster_task, serve_parameter_server_task, shard_by_data
 from trainer.day_hour import day_hour_purity
 from trainer.epochs import EpochState, fit_epochs, progress
@@ -205,14 +207,20 @@ class Trainer:
         numeric = [f.name for f in self.inputs.values() if f.kind == "numeric"]
         return evaluate.regression_metrics(net, self.dataset("train"), self.dataset("eval"), numeric)
 
+    def checkpoint_path(self) -> str:
+        """Where each epoch's weights are saved, `{epoch:03d}` its number."""
+        return fs.join(self.model_dir, "checkpoints", "epoch-{epoch:03d}")
+
     def callbacks(self) -> list[keras.callbacks.Callback]:
-        return [keras.callbacks.ModelCheckpoint(fs.join(self.model_dir, "checkpoints", "epoch-{epoch:03d}"),
-                                                save_weights_only=True),
+        return [keras.callbacks.ModelCheckpoint(self.checkpoint_path(), save_weights_only=True),
                 keras.callbacks.TensorBoard(fs.join(self.model_dir, "logs"), embeddings_freq=0)]
 
     def fit(self, task: ClusterTask) -> Fitted:
         """Builds, warm-starts and trains the model; the best epoch's weights when early stopping kept one."""
         model = self.config.model
+        if model.solver == "als" and task.strategy != "default":
+            raise UsageError(f"model.solver als trains in one process, and TF_CONFIG names a {task.strategy} "
+                             "cluster: set model.solver: gradient to train on several")
         keras.utils.set_random_seed(model.seed)
         strategy = choose_strategy(task)
         with strategy.scope():
@@ -225,6 +233,11 @@ class Trainer:
         started = time.time()
         if task.strategy == "parameter_server":
             history, best = self._fit_with_parameter_servers(net, extra)
+        elif model.solver == "als":
+            validation = self.validation_data(extra)
+            history, best = fit_als(net, EpochState(self.staging, net), extra, validation, model.epochs, model.als_l2,
+                                    model.early_stopping_patience if validation is not None else 0,
+                                    self.checkpoint_path(), self.verbose)
         else:
             state = EpochState(self.staging, net, task.is_chief)
             validation = self.validation_data(extra)
@@ -234,7 +247,7 @@ class Trainer:
                 self.callbacks(), model.early_stopping_patience if validation is not None else 0, model.kind,
                 self.verbose)
         if best is not None and best != history[-1]["epoch"]:
-            net.load_weights(fs.join(self.model_dir, "checkpoints", f"epoch-{best + 1:03d}"))
+            net.load_weights(self.checkpoint_path().format(epoch=best + 1))
         warm = None if warm_start is None else {"from": plan.source, "features": warm_start}
         return Fitted(net, extra, history, best, time.time() - started, strategy, warm)
 
@@ -252,6 +265,8 @@ class Trainer:
         if self.config.model.label_transform != "none":
             metrics["label_transform"] = self.config.model.label_transform   # the errors are of log(1 + label)
         metrics.update(self._training_facts(fitted, task))
+        if self.config.model.kind == "two_tower":
+            metrics["solver"] = self.config.model.solver
         if self.config.model.kind == "skipgram":
             metrics["words_per_second"] = metrics["train_tokens"] * metrics["epochs_run"] / max(fitted.seconds, 1e-9)
         if fitted.warm_start is not None:

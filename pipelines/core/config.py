@@ -18,6 +18,7 @@ TASKS = ("regression", "classification")
 LABEL_TRANSFORMS = ("none", "log")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 SOFTMAX = ("in_batch", "full")
+SOLVERS = ("auto", "gradient", "als")
 QUERY_ENCODERS = ("mean", "attention")
 
 
@@ -148,6 +149,8 @@ class ModelConfig:
     temperature: float = 0.2
     sampling_correction: bool = True
     softmax: str = "in_batch"
+    solver: str = "gradient"
+    als_l2: float = 5.0
     window: int = 5
     negatives: int = 5
     subsample: float = 1e-3

@@ -12,7 +12,7 @@ import re
 from typing import Any, Mapping
 
 from pipelines.core.config import (FEATURE_TYPES, INPUT_FORMATS, LABEL_TRANSFORMS, MODEL_KINDS, NORMALIZERS,
-                                   OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, TASKS, Config, EntityConfig, FeatureConfig,
+                                   OPTIMIZERS, QUERY_ENCODERS, SOFTMAX, SOLVERS, TASKS, Config, EntityConfig, FeatureConfig,
                                    GraphConfig, InputConfig, ModelConfig, RowFilter, SequencesConfig, SideTableConfig,
                                    SplitConfig, WarmStartConfig)
 from pipelines.core.config_yaml import Section, parse_yaml, shown
@@ -145,10 +145,15 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
     kind = section.choice("kind", MODEL_KINDS)
     defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
                 "learning_rate": 0.01, "l2": 0.0, "early_stopping_patience": 0}
+    query, candidate = section.names("query"), section.names("candidate")
+    solver = _solver(section, kind, query, candidate)
     if kind == "two_tower":
         # Chosen by the validation sweep in the README (Models); epochs is a bound, early stopping ends training.
         defaults.update({"embedding_dim": 64, "hidden_units": [], "epochs": 30, "batch_size": 512,
                          "learning_rate": 0.005, "l2": 0.1, "early_stopping_patience": 3})
+    if solver == "als":
+        # Sweeps converge slowly and the validation HR of one sweep is noisy: no early stopping.
+        defaults.update({"epochs": 40, "early_stopping_patience": 0})
     embeddings = section.get("embeddings", dict, {})
     for feature, dim in embeddings.items():
         if feature not in features:
@@ -162,8 +167,8 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
         kind=kind,
         embedding_dim=section.positive_int("embedding_dim", defaults["embedding_dim"]),
         embeddings=dict(embeddings),
-        query=section.names("query"),
-        candidate=section.names("candidate"),
+        query=query,
+        candidate=candidate,
         label=section.get("label", str),
         task=section.choice("task", TASKS, "regression"),
         label_transform=section.choice("label_transform", LABEL_TRANSFORMS, "none"),
@@ -178,6 +183,8 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
         temperature=section.get("temperature", float, 0.2),
         sampling_correction=section.get("sampling_correction", bool, True),
         softmax=section.choice("softmax", SOFTMAX, "in_batch"),
+        solver=solver,
+        als_l2=section.get("als_l2", float, ModelConfig.als_l2),
         window=section.positive_int("window", 5),
         negatives=section.positive_int("negatives", 5),
         subsample=section.get("subsample", float, 1e-3),
@@ -199,6 +206,8 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
         raise ConfigError(f"{section.key('subsample')}: must be in (0, 1] (1 keeps every token)")
     if model.l2 < 0:
         raise ConfigError(f"{section.key('l2')}: must be >= 0")
+    if model.als_l2 <= 0 or not math.isfinite(model.als_l2):
+        raise ConfigError(f"{section.key('als_l2')}: must be a positive number")
     if model.temperature <= 0:
         raise ConfigError(f"{section.key('temperature')}: must be a positive number")
     if not 0 <= model.attention_dropout < 1:
@@ -208,6 +217,32 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
                           f"({model.embedding_dim}), got {model.attention_heads}")
     _check_model_features(section, model, features, shape)
     return model
+
+
+# Settings only gradient training reads: naming one asks for it (`solver: auto`).
+GRADIENT_SETTINGS = ("batch_size", "learning_rate", "optimizer", "l2", "temperature", "sampling_correction", "softmax")
+# What makes a two-tower model more than a factorisation of the query x candidate matrix.
+NOT_A_FACTORISATION = ("hidden_units", "query_history", "embeddings")
+
+
+def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tuple[str, ...]) -> str:
+    """`model.solver` resolved: `auto` is als for a plain factorisation (one id feature a tower, no
+    hidden layers, history or per-feature dimensions) that names no gradient setting, else gradient."""
+    solver = section.choice("solver", SOLVERS, "auto")
+    data = section.data
+    plain = kind == "two_tower" and len(query) == len(candidate) == 1 and \
+        not any(data.get(name) for name in NOT_A_FACTORISATION)
+    if solver == "auto":
+        return "als" if plain and not any(name in data for name in GRADIENT_SETTINGS) else "gradient"
+    if solver == "als" and not plain:
+        raise ConfigError(f"{section.key('solver')}: als factorises the query x candidate matrix: it needs a "
+                          "two_tower model with one id feature in each tower and no hidden_units, query_history or embeddings")
+    if solver == "als":
+        named = [name for name in GRADIENT_SETTINGS if name in data]
+        if named:
+            raise ConfigError(f"{section.key('solver')}: als does not read {', '.join(named)} (gradient settings); "
+                              "its regularisation is model.als_l2")
+    return solver
 
 
 def _check_model_features(section: Section, model: ModelConfig, features: Mapping[str, FeatureConfig],

@@ -1,0 +1,96 @@
+"""Alternating least squares for a two-tower model that is a plain factorisation (`solver: als`).
+
+With one id feature a tower and no hidden layers, the towers are two embedding tables, U (queries)
+and V (candidates), and dot(U[q], V[c]) scores a pair. ALS fits them to the binary matrix X of
+training pairs (1 where query q has candidate c in training, 0 elsewhere) by minimising
+
+    ||X - U V^T||^2 + als_l2 * (||U||^2 + ||V||^2)
+
+over all pairs, seen or not, one table at a time: with V fixed the best U is
+X V (V^T V + als_l2 I)^-1, then V likewise from U. That is implicit ALS (Hu, Koren and Volinsky)
+with every confidence 1, whose optimum is the truncated SVD of X with each singular value shrunk by
+als_l2 (Cremonesi et al.'s PureSVD, regularised); each sweep costs two sparse-dense products and
+two [dim, dim] solves. An epoch is one sweep (users, then items), validated and saved as a
+gradient epoch is, so early stopping, resuming and the best epoch work the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.epochs import EpochState, run_epochs
+from trainer.interactions import Interactions
+
+
+def pair_matrix(interactions: Interactions, num_queries: int, num_candidates: int) -> tf.sparse.SparseTensor:
+    """X: 1 for each (query id, candidate id) seen in training [num_queries, num_candidates] (float32)."""
+    pairs = sorted((query, item) for query, items in interactions.seen.items() for item in items)
+    indices = np.array(pairs, np.int64).reshape(-1, 2)
+    return tf.sparse.SparseTensor(indices, tf.ones(len(pairs), tf.float32), [num_queries, num_candidates])
+
+
+def solve_side(pairs: tf.sparse.SparseTensor, other: tf.Tensor, l2: float) -> tf.Tensor:
+    """The best rows of one table given the other: X O (O^T O + l2 I)^-1.
+
+    Args:
+        pairs: X, or its transpose for the candidate side [rows, other_rows].
+        other: the fixed table O [other_rows, dim].
+        l2: the regularisation weight (> 0).
+
+    Returns:
+        The table [rows, dim]; a row without training pairs is zero.
+    """
+    gram = tf.matmul(other, other, transpose_a=True) + l2 * tf.eye(tf.shape(other)[1], dtype=other.dtype)
+    targets = tf.sparse.sparse_dense_matmul(pairs, other)                                  # [rows, dim]
+    return tf.transpose(tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), tf.transpose(targets)))
+
+
+def objective(pairs: tf.sparse.SparseTensor, query: tf.Tensor, candidate: tf.Tensor, l2: float) -> tf.Tensor:
+    """||X - U V^T||^2 + l2 (||U||^2 + ||V||^2) over all pairs, divided by the training pairs
+    (a scalar), computed without the dense [queries, candidates] matrix."""
+    seen = tf.cast(tf.size(pairs.values), tf.float32)
+    fit = seen - 2.0 * tf.reduce_sum(query * tf.sparse.sparse_dense_matmul(pairs, candidate)) + tf.reduce_sum(
+        tf.matmul(query, query, transpose_a=True) * tf.matmul(candidate, candidate, transpose_a=True))
+    return (fit + l2 * (tf.reduce_sum(tf.square(query)) + tf.reduce_sum(tf.square(candidate)))) / seen
+
+
+def fit_als(net: keras.Model, state: EpochState, interactions: Interactions, validation: tf.data.Dataset | None,
+            epochs: int, l2: float, patience: int, checkpoint: str, verbose: bool = True
+            ) -> tuple[list[dict], int | None]:
+    """Fits the two embedding tables of `net` (a TwoTowerModel) by ALS, one sweep an epoch.
+
+    Args:
+        net: the compiled two-tower model; its tables start the first sweep (random or warm-started),
+            and a frozen (non-trainable) table is kept.
+        state: saved epochs (restored first).
+        interactions: the training pairs.
+        validation: validation batches (`val_hr@10`, `val_ndcg@10` after every sweep), or None.
+        epochs: sweeps in all.
+        l2: `als_l2`.
+        patience: early-stopping patience (0: off).
+        checkpoint: path of each epoch's weights, with `{epoch:03d}` (as Keras' ModelCheckpoint).
+        verbose: one line per sweep in the terminal.
+
+    Returns:
+        The history and the best epoch (None when early stopping is off), as `fit_epochs`.
+    """
+    query = net.query_tower.get_layer(f"embedding_{net.query_id}")
+    candidate = net.candidate_tower.get_layer(f"embedding_{net.candidate_id}")
+    pairs = pair_matrix(interactions, query.num_rows, candidate.num_rows)
+    transposed = tf.sparse.reorder(tf.sparse.transpose(pairs))
+
+    def sweep(epoch: int) -> dict[str, float]:
+        if query.trainable:
+            query.embeddings.assign(solve_side(pairs, candidate.embeddings, l2))
+        if candidate.trainable:
+            candidate.embeddings.assign(solve_side(transposed, query.embeddings, l2))
+        logs = {"loss": float(objective(pairs, query.embeddings, candidate.embeddings, l2))}
+        if validation is not None:
+            scores = net.evaluate(validation, verbose=0, return_dict=True)
+            # The validation loss is the softmax's, which ALS does not minimise.
+            logs.update({f"val_{name}": float(value) for name, value in scores.items() if name != "loss"})
+        net.save_weights(checkpoint.format(epoch=epoch + 1))
+        return logs
+
+    return run_epochs(state, sweep, epochs, patience, "two_tower", verbose)
