@@ -4,8 +4,9 @@ Each user's newest rating is held out, every other rating trains; every movie se
 that the user has not rated is ranked. ALS (the `implicit` package, 64 factors) and EASE are tuned
 on a validation holdout (each user's second-newest rating, taken out of the training part) before
 they are scored on the test holdout. So is embedpipe's one choice, the number of epochs: each config
-and seed first trains on the validation protocol with early stopping on `val_hr@10`, then on the
-test protocol for that many epochs without early stopping (the test holdout is the run's eval
+and seed first trains on the validation protocol as the config says (early stopping on `val_hr@10`
+keeps the best epoch; ALS, with early stopping off, runs its fixed sweeps), then on the test
+protocol for the epochs kept there, without early stopping (the test holdout is the run's eval
 split, and picking the epoch by it would flatter the result). It is scored as a downstream user
 would score it: from the published Parquet (`embeddings/user`, `embeddings/movie`) by dot product.
 Every stochastic method runs with 3 seeds; the table gives mean +- standard deviation.
@@ -194,7 +195,8 @@ def write_config(config: dict, data: pathlib.Path, out: pathlib.Path, **model) -
 
 
 def best_validation_epoch(config: dict, data: pathlib.Path, out: pathlib.Path, seed: int) -> int:
-    """Trains on the validation protocol (early stopping on val_hr@10) and returns the best epoch (1-based)."""
+    """Trains on the validation protocol and returns the epochs the trainer kept there (1-based): the
+    best under early stopping (on val_hr@10), all of them when the config has it off (ALS's fixed sweeps)."""
     from pipelines import cli
     path = write_config(config, data, out, seed=seed)
     run_id = f"seed{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -202,8 +204,8 @@ def best_validation_epoch(config: dict, data: pathlib.Path, out: pathlib.Path, s
                   ["train", str(out / "runs" / run_id)]):
         if cli.main(stage) != 0:
             raise SystemExit(f"embedpipe {stage[0]} failed")
-    history = json.loads((out / "runs" / run_id / "metrics.json").read_text())["history"]["val_hr@10"]
-    return int(np.argmax(history)) + 1
+    metrics = json.loads((out / "runs" / run_id / "metrics.json").read_text())
+    return metrics["best_epoch"] or metrics["epochs_run"]
 
 
 def run_embedpipe(config: dict, data: pathlib.Path, out: pathlib.Path, seed: int, epochs: int, test: Split) -> dict:
