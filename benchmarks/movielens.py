@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMovieLens leave-last-out: {frame.userId.nunique()} users, {len(frame)} ratings, "
           f"{test.total - len(test.holdout)} held-out movies never seen in training (a miss for every method); "
           f"mean +- std over seeds {', '.join(map(str, seeds))} (popularity and EASE are deterministic); "
-          "embedpipe scored from its published Parquet, trained for the best epoch count on the validation "
-          "split (early stopping there); fit seconds: model fitting only")
+          "embedpipe scored from its published Parquet, trained for the epochs it kept on the validation "
+          "split (the best under early stopping; ALS's fixed sweeps); fit seconds: model fitting only")
     print("| method | HR@10 | NDCG@10 | fit seconds |\n| --- | --- | --- | --- |")
     for name, row in results.items():
         print(f"| {name} | {row['hr@10']:.4f} +- {row['hr@10_std']:.4f} | {row['ndcg@10']:.4f} +- "

@@ -140,3 +140,24 @@ def test_a_plain_factorisation_is_fitted_by_als_and_published(als_run, ratings):
 def test_als_refuses_a_training_cluster(als_run):
     with pytest.raises(UsageError, match="model.solver als trains in one process"):
         Trainer(RunDir(str(als_run))).fit(ClusterTask(workers=2, type="worker"))
+
+
+def test_a_frozen_warm_started_table_stays_and_the_other_is_solved_for_it(als_run, ratings, tmp_path):
+    config = json.loads((als_run / "manifest.json").read_text())["config"]
+    config["model"]["epochs"] = 2
+    config["warm_start"] = {"from": str(als_run), "freeze": ["movieId"]}
+    (tmp_path / "warm.yaml").write_text(yaml.safe_dump(config))
+    assert run_cli("run", tmp_path / "warm.yaml", "--output", tmp_path / "runs", "--run-id", "w1") == 0
+    before = pd.read_parquet(als_run / "embeddings" / "movie").set_index("key")
+    after = pd.read_parquet(tmp_path / "runs" / "w1" / "embeddings" / "movie").set_index("key")
+    movies = np.stack(after.embedding.to_numpy())
+    np.testing.assert_array_equal(movies, np.stack(before.embedding[after.index].to_numpy()))
+    # Each user's vector is the least-squares fit to the frozen movies: (V^T V + l2 I)^-1 V^T x_u.
+    users = pd.read_parquet(tmp_path / "runs" / "w1" / "embeddings" / "user").set_index("key")
+    train = pd.read_csv(ratings).query("is_last == 0")
+    row = {key: i for i, key in enumerate(after.index)}
+    gram = movies.T.astype(np.float64) @ movies + 5.0 * np.eye(movies.shape[1])
+    for user in ("1", "150", "300"):
+        seen = [row[m] for m in train.movieId[train.userId == int(user)].astype(str).unique()]
+        expected = np.linalg.solve(gram, movies[seen].sum(axis=0))
+        np.testing.assert_allclose(users.embedding[user], expected, rtol=1e-3, atol=1e-4)

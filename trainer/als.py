@@ -35,7 +35,7 @@ def solve_side(pairs: tf.sparse.SparseTensor, other: tf.Tensor, l2: float) -> tf
 
     Args:
         pairs: X, or its transpose for the candidate side [rows, other_rows].
-        other: the fixed table O [other_rows, dim].
+        other: the fixed table O [other_rows, dim], its rows without training pairs zero (`active`).
         l2: the regularisation weight (> 0).
 
     Returns:
@@ -44,6 +44,14 @@ def solve_side(pairs: tf.sparse.SparseTensor, other: tf.Tensor, l2: float) -> tf
     gram = tf.matmul(other, other, transpose_a=True) + l2 * tf.eye(tf.shape(other)[1], dtype=other.dtype)
     targets = tf.sparse.sparse_dense_matmul(pairs, other)                                  # [rows, dim]
     return tf.transpose(tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), tf.transpose(targets)))
+
+
+def active(table: tf.Tensor, pairs: tf.sparse.SparseTensor) -> tf.Tensor:
+    """`table` [rows, dim] with the rows that have no training pairs in `pairs` [rows, other] zeroed:
+    an id never seen in training (an OOV row, a row a frozen warm start left at its random start)
+    is no candidate and no query, so it stays out of the sums over all pairs."""
+    seen = tf.sparse.reduce_sum(pairs, axis=1, output_is_sparse=False) > 0
+    return table * tf.cast(tf.expand_dims(seen, 1), table.dtype)
 
 
 def objective(pairs: tf.sparse.SparseTensor, query: tf.Tensor, candidate: tf.Tensor, l2: float) -> tf.Tensor:
@@ -82,10 +90,11 @@ def fit_als(net: keras.Model, state: EpochState, interactions: Interactions, val
 
     def sweep(epoch: int) -> dict[str, float]:
         if query.trainable:
-            query.embeddings.assign(solve_side(pairs, candidate.embeddings, l2))
+            query.embeddings.assign(solve_side(pairs, active(candidate.embeddings, transposed), l2))
         if candidate.trainable:
-            candidate.embeddings.assign(solve_side(transposed, query.embeddings, l2))
-        logs = {"loss": float(objective(pairs, query.embeddings, candidate.embeddings, l2))}
+            candidate.embeddings.assign(solve_side(transposed, active(query.embeddings, pairs), l2))
+        logs = {"loss": float(objective(pairs, active(query.embeddings, pairs), active(candidate.embeddings, transposed),
+                                        l2))}
         if validation is not None:
             scores = net.evaluate(validation, verbose=0, return_dict=True)
             # The validation loss is the softmax's, which ALS does not minimise.

@@ -131,8 +131,10 @@ def _preprocess(request: RunRequest, console: Console) -> None:
 
 def _train(run: RunDir, console: Console) -> dict:
     config = config_from_dict(run.read_manifest()["config"])
-    with console.stage(run, "train", f"{config.model.kind} model, {summary.counted(len(config.features), 'feature')}, "
-                                     f"{config.model.epochs} epochs at most"):
+    model = config.model
+    solver = " (solver als: an epoch is one sweep)" if model.kind == "two_tower" and model.solver == "als" else ""
+    with console.stage(run, "train", f"{model.kind} model{solver}, {summary.counted(len(config.features), 'feature')}, "
+                                     f"{model.epochs} epochs at most"):
         from trainer.train import train_run
         metrics = train_run(run)
     _done(console, run, "train", summary.train_lines(metrics))
