@@ -15,9 +15,8 @@ from tests.conftest import run_cli
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError, UsageError
 from pipelines.core.rundir import RunDir
-from trainer.als import objective, solve_side
-from trainer.cluster import ClusterTask
-from trainer.train import Trainer
+from trainer.als import keep_unseen, objective, solve_side
+from trainer.train import train_run
 
 
 def sparse(matrix: np.ndarray) -> tf.sparse.SparseTensor:
@@ -28,6 +27,13 @@ def test_one_side_is_solved_by_hand():
     # X = [[1, 0], [1, 1]], V = [[1], [2]], l2 = 1: V^T V + l2 = 1 + 4 + 1 = 6, X V = [[1], [3]].
     query = solve_side(sparse(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])), tf.constant([[1.0], [2.0]]), 1.0)
     np.testing.assert_allclose(query.numpy(), [[1 / 6], [3 / 6], [0.0]], rtol=1e-6)   # no pairs: a zero row
+
+
+def test_an_id_without_training_pairs_keeps_its_row():
+    # Row 1 has no pairs: a zero row would tie every score at 0 (a cold user ranked first everywhere).
+    pairs = sparse(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    kept = keep_unseen(tf.constant([[5.0], [0.0]]), tf.constant([[1.0], [2.0]]), pairs)
+    np.testing.assert_array_equal(kept.numpy(), [[5.0], [2.0]])
 
 
 def test_objective_is_the_dense_sum_over_all_pairs():
@@ -72,6 +78,9 @@ def model_of(**model) -> dict:
     ({"hidden_units": [32]}, "gradient"),
     ({"query_history": 20, "history_order": "t"}, "gradient"),
     ({"solver": "als", "als_l2": 3}, "als"),
+    ({"batch_size": None}, "als"),                             # null is unset, as everywhere in the config
+    ({"embeddings": {"user": 32}}, "gradient"),                # an id of its own dimension needs a projection
+    ({"embeddings": {"t": 8}}, "als"),                         # a feature outside the towers does not matter
 ])
 def test_auto_solver_is_als_for_a_plain_factorisation(model, solver):
     parsed = config_from_dict(model_of(**model)).model
@@ -85,6 +94,9 @@ def test_auto_solver_is_als_for_a_plain_factorisation(model, solver):
     ({"solver": "als", "learning_rate": 0.1}, "model.solver: als does not read learning_rate"),
     ({"solver": "als", "als_l2": 0}, "model.als_l2: must be a positive number"),
     ({"solver": "newton"}, "model.solver: 'newton' is not one of auto, gradient, als"),
+    ({"als_l2": 3, "temperature": 0.5}, "model.als_l2: only for solver als, and this model trains by gradient "
+                                        r"\(it names temperature\)"),
+    ({"kind": "supervised", "label": "y", "solver": "gradient"}, "model.solver: only two_tower models choose"),
 ])
 def test_als_misconfigured_gets_one_line(model, message):
     with pytest.raises(ConfigError, match=message):
@@ -137,9 +149,13 @@ def test_a_plain_factorisation_is_fitted_by_als_and_published(als_run, ratings):
     assert hits / len(held_out) == pytest.approx(metrics["hr@10"], abs=1e-9)
 
 
-def test_als_refuses_a_training_cluster(als_run):
-    with pytest.raises(UsageError, match="model.solver als trains in one process"):
-        Trainer(RunDir(str(als_run))).fit(ClusterTask(workers=2, type="worker"))
+@pytest.mark.parametrize("task", ["worker", "ps"])
+def test_als_refuses_a_training_cluster_before_any_task_serves(als_run, monkeypatch, task):
+    cluster = {"chief": ["localhost:1"], "worker": ["localhost:2"], "ps": ["localhost:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": task, "index": 0}}))
+    with pytest.raises(UsageError, match="model.solver als trains in one process, and TF_CONFIG names a "
+                                         "parameter_server cluster"):
+        train_run(RunDir(str(als_run)))
 
 
 def test_a_frozen_warm_started_table_stays_and_the_other_is_solved_for_it(als_run, ratings, tmp_path):

@@ -25,9 +25,11 @@ from trainer.interactions import Interactions
 
 def pair_matrix(interactions: Interactions, num_queries: int, num_candidates: int) -> tf.sparse.SparseTensor:
     """X: 1 for each (query id, candidate id) seen in training [num_queries, num_candidates] (float32)."""
-    pairs = sorted((query, item) for query, items in interactions.seen.items() for item in items)
-    indices = np.array(pairs, np.int64).reshape(-1, 2)
-    return tf.sparse.SparseTensor(indices, tf.ones(len(pairs), tf.float32), [num_queries, num_candidates])
+    queries = np.fromiter((q for q, items in interactions.seen.items() for _ in items), np.int64)
+    items = np.fromiter((i for items in interactions.seen.values() for i in items), np.int64)
+    pairs = tf.sparse.SparseTensor(np.stack([queries, items], axis=1).reshape(-1, 2), tf.ones(len(items), tf.float32),
+                                   [num_queries, num_candidates])
+    return tf.sparse.reorder(pairs)
 
 
 def solve_side(pairs: tf.sparse.SparseTensor, other: tf.Tensor, l2: float) -> tf.Tensor:
@@ -39,19 +41,30 @@ def solve_side(pairs: tf.sparse.SparseTensor, other: tf.Tensor, l2: float) -> tf
         l2: the regularisation weight (> 0).
 
     Returns:
-        The table [rows, dim]; a row without training pairs is zero.
+        The table [rows, dim]; a row without training pairs comes out zero (`keep_unseen` keeps its old value).
     """
     gram = tf.matmul(other, other, transpose_a=True) + l2 * tf.eye(tf.shape(other)[1], dtype=other.dtype)
     targets = tf.sparse.sparse_dense_matmul(pairs, other)                                  # [rows, dim]
     return tf.transpose(tf.linalg.cholesky_solve(tf.linalg.cholesky(gram), tf.transpose(targets)))
 
 
+def has_pairs(pairs: tf.sparse.SparseTensor) -> tf.Tensor:
+    """Whether each row of `pairs` [rows, other] has a training pair [rows, 1] (bool)."""
+    return tf.expand_dims(tf.sparse.reduce_sum(pairs, axis=1, output_is_sparse=False) > 0, 1)
+
+
 def active(table: tf.Tensor, pairs: tf.sparse.SparseTensor) -> tf.Tensor:
     """`table` [rows, dim] with the rows that have no training pairs in `pairs` [rows, other] zeroed:
-    an id never seen in training (an OOV row, a row a frozen warm start left at its random start)
-    is no candidate and no query, so it stays out of the sums over all pairs."""
-    seen = tf.sparse.reduce_sum(pairs, axis=1, output_is_sparse=False) > 0
-    return table * tf.cast(tf.expand_dims(seen, 1), table.dtype)
+    an id never seen in training (an OOV row, a key only a warm start knows) is no candidate and no
+    query, so it stays out of the sums over all pairs."""
+    return table * tf.cast(has_pairs(pairs), table.dtype)
+
+
+def keep_unseen(solved: tf.Tensor, table: tf.Tensor, pairs: tf.sparse.SparseTensor) -> tf.Tensor:
+    """`solved` [rows, dim] where a row has training pairs, `table`'s row elsewhere: an unseen id keeps
+    its start (random, or a warm start's row), as under gradient training, rather than a zero vector
+    whose scores would all tie."""
+    return tf.where(has_pairs(pairs), solved, table)
 
 
 def objective(pairs: tf.sparse.SparseTensor, query: tf.Tensor, candidate: tf.Tensor, l2: float) -> tf.Tensor:
@@ -69,8 +82,9 @@ def fit_als(net: keras.Model, state: EpochState, interactions: Interactions, val
     """Fits the two embedding tables of `net` (a TwoTowerModel) by ALS, one sweep an epoch.
 
     Args:
-        net: the compiled two-tower model; its tables start the first sweep (random or warm-started),
-            and a frozen (non-trainable) table is kept.
+        net: the compiled two-tower model. The first sweep solves the query table from the candidate
+            table's start (random or warm-started), so a warm start of the query table matters only
+            when it is frozen (non-trainable: kept) or for ids without training pairs (kept).
         state: saved epochs (restored first).
         interactions: the training pairs.
         validation: validation batches (`val_hr@10`, `val_ndcg@10` after every sweep), or None.
@@ -90,9 +104,11 @@ def fit_als(net: keras.Model, state: EpochState, interactions: Interactions, val
 
     def sweep(epoch: int) -> dict[str, float]:
         if query.trainable:
-            query.embeddings.assign(solve_side(pairs, active(candidate.embeddings, transposed), l2))
+            solved = solve_side(pairs, active(candidate.embeddings, transposed), l2)
+            query.embeddings.assign(keep_unseen(solved, query.embeddings, pairs))
         if candidate.trainable:
-            candidate.embeddings.assign(solve_side(transposed, active(query.embeddings, pairs), l2))
+            solved = solve_side(transposed, active(query.embeddings, pairs), l2)
+            candidate.embeddings.assign(keep_unseen(solved, candidate.embeddings, transposed))
         logs = {"loss": float(objective(pairs, active(query.embeddings, pairs), active(candidate.embeddings, transposed),
                                         l2))}
         if validation is not None:

@@ -114,7 +114,7 @@ def fit_epochs(net: keras.Model, state: EpochState, train_data, validation, epoc
 
     Returns:
         The history (one dict per epoch: "epoch" and Keras's logs) and the best epoch (None when
-        early stopping is off); the model holds the best epoch's weights when it is not the last.
+        early stopping is off); the model holds the last epoch's weights (the caller restores the best).
     """
     def one_epoch(epoch: int) -> dict[str, float]:
         logs = net.fit(train_data(epoch), validation_data=validation, initial_epoch=epoch, epochs=epoch + 1,

@@ -3,7 +3,7 @@
 Outputs, published into the run when training succeeded:
     model/export/       SavedModel serving raw features (see trainer/export.py)
     model/checkpoints/  weights after every epoch
-    model/logs/         TensorBoard logs
+    model/logs/         TensorBoard logs (gradient training)
     metrics.json        eval metrics and same-run baselines
 """
 from __future__ import annotations
@@ -218,9 +218,7 @@ class Trainer:
     def fit(self, task: ClusterTask) -> Fitted:
         """Builds, warm-starts and trains the model; the best epoch's weights when early stopping kept one."""
         model = self.config.model
-        if model.solver == "als" and task.strategy != "default":
-            raise UsageError(f"model.solver als trains in one process, and TF_CONFIG names a {task.strategy} "
-                             "cluster: set model.solver: gradient to train on several")
+        check_solver(self.config, task)
         keras.utils.set_random_seed(model.seed)
         strategy = choose_strategy(task)
         with strategy.scope():
@@ -351,12 +349,25 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
 
 
+def check_solver(config: Config, task: ClusterTask) -> None:
+    """ALS trains in one process.
+
+    Raises:
+        UsageError: `solver: als` in a training cluster.
+    """
+    if config.model.solver == "als" and task.strategy != "default":
+        raise UsageError(f"model.solver als trains in one process, and TF_CONFIG names a {task.strategy} cluster: "
+                         "set model.solver: gradient to train on several")
+
+
 def train_run(run: RunDir, job_dir: str | None = None) -> dict[str, Any]:
     """Trains, evaluates and exports the model of `run` (its lock held by the caller); returns its metrics.
 
     On a worker of a training cluster it trains its share and returns; the chief records and publishes.
     """
     task = cluster_task()
+    # Before a parameter server or worker starts serving, so that no task waits for a chief that stopped.
+    check_solver(config_from_dict(run.read_manifest()["config"]), task)
     if task.serves_only:
         serve_parameter_server_task()
     trainer = Trainer(run, job_dir)

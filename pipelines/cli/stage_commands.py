@@ -132,7 +132,7 @@ def _preprocess(request: RunRequest, console: Console) -> None:
 def _train(run: RunDir, console: Console) -> dict:
     config = config_from_dict(run.read_manifest()["config"])
     model = config.model
-    solver = " (solver als: an epoch is one sweep)" if model.kind == "two_tower" and model.solver == "als" else ""
+    solver = " (solver als: an epoch is one sweep)" if model.solver == "als" else ""
     with console.stage(run, "train", f"{model.kind} model{solver}, {summary.counted(len(config.features), 'feature')}, "
                                      f"{model.epochs} epochs at most"):
         from trainer.train import train_run

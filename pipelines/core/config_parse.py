@@ -222,26 +222,33 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
 # Settings only gradient training reads: naming one asks for it (`solver: auto`).
 GRADIENT_SETTINGS = ("batch_size", "learning_rate", "optimizer", "l2", "temperature", "sampling_correction", "softmax")
 # What makes a two-tower model more than a factorisation of the query x candidate matrix.
-NOT_A_FACTORISATION = ("hidden_units", "query_history", "embeddings")
+NOT_A_FACTORISATION = ("hidden_units", "query_history")
 
 
 def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tuple[str, ...]) -> str:
     """`model.solver` resolved: `auto` is als for a plain factorisation (one id feature a tower, no
-    hidden layers, history or per-feature dimensions) that names no gradient setting, else gradient."""
-    solver = section.choice("solver", SOLVERS, "auto")
+    hidden layers, history or per-feature dimension of those ids) that names no gradient setting,
+    else gradient."""
     data = section.data
+    if data.get("solver") is not None and kind != "two_tower":
+        raise ConfigError(f"{section.key('solver')}: only two_tower models choose a solver (got kind {kind})")
+    solver = section.choice("solver", SOLVERS, "auto")
+    per_feature = section.get("embeddings", dict, {})
     plain = kind == "two_tower" and len(query) == len(candidate) == 1 and \
-        not any(data.get(name) for name in NOT_A_FACTORISATION)
+        not any(data.get(name) for name in NOT_A_FACTORISATION) and not set(query + candidate) & set(per_feature)
+    named = [name for name in GRADIENT_SETTINGS if data.get(name) is not None]
     if solver == "auto":
-        return "als" if plain and not any(name in data for name in GRADIENT_SETTINGS) else "gradient"
-    if solver == "als" and not plain:
-        raise ConfigError(f"{section.key('solver')}: als factorises the query x candidate matrix: it needs a "
-                          "two_tower model with one id feature in each tower and no hidden_units, query_history or embeddings")
-    if solver == "als":
-        named = [name for name in GRADIENT_SETTINGS if name in data]
-        if named:
-            raise ConfigError(f"{section.key('solver')}: als does not read {', '.join(named)} (gradient settings); "
-                              "its regularisation is model.als_l2")
+        solver = "als" if plain and not named else "gradient"
+    elif solver == "als" and not plain:
+        raise ConfigError(f"{section.key('solver')}: als factorises the query x candidate matrix: it needs one id "
+                          "feature in each tower, no hidden_units, no query_history and no per-feature embeddings "
+                          "dimension for them")
+    elif solver == "als" and named:
+        raise ConfigError(f"{section.key('solver')}: als does not read {', '.join(named)} (gradient settings); "
+                          "its regularisation is model.als_l2")
+    if solver != "als" and data.get("als_l2") is not None:
+        raise ConfigError(f"{section.key('als_l2')}: only for solver als, and this model trains by gradient "
+                          f"({'it names ' + ', '.join(named) if named else 'not a plain factorisation'})")
     return solver
 
 
