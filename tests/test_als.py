@@ -15,7 +15,7 @@ from tests.conftest import run_cli
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError, UsageError
 from pipelines.core.rundir import RunDir
-from trainer.als import keep_unseen, objective, solve_side
+from trainer.als import has_pairs, keep_unseen, objective, solve_side
 from trainer.train import train_run
 
 
@@ -32,7 +32,7 @@ def test_one_side_is_solved_by_hand():
 def test_an_id_without_training_pairs_keeps_its_row():
     # Row 1 has no pairs: a zero row would tie every score at 0 (a cold user ranked first everywhere).
     pairs = sparse(np.array([[1.0, 0.0], [0.0, 0.0]]))
-    kept = keep_unseen(tf.constant([[5.0], [0.0]]), tf.constant([[1.0], [2.0]]), pairs)
+    kept = keep_unseen(tf.constant([[5.0], [0.0]]), tf.constant([[1.0], [2.0]]), has_pairs(pairs))
     np.testing.assert_array_equal(kept.numpy(), [[5.0], [2.0]])
 
 

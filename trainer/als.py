@@ -27,7 +27,7 @@ def pair_matrix(interactions: Interactions, num_queries: int, num_candidates: in
     """X: 1 for each (query id, candidate id) seen in training [num_queries, num_candidates] (float32)."""
     queries = np.fromiter((q for q, items in interactions.seen.items() for _ in items), np.int64)
     items = np.fromiter((i for items in interactions.seen.values() for i in items), np.int64)
-    pairs = tf.sparse.SparseTensor(np.stack([queries, items], axis=1).reshape(-1, 2), tf.ones(len(items), tf.float32),
+    pairs = tf.sparse.SparseTensor(np.stack([queries, items], axis=1), tf.ones(len(items), tf.float32),
                                    [num_queries, num_candidates])
     return tf.sparse.reorder(pairs)
 
@@ -53,18 +53,18 @@ def has_pairs(pairs: tf.sparse.SparseTensor) -> tf.Tensor:
     return tf.expand_dims(tf.sparse.reduce_sum(pairs, axis=1, output_is_sparse=False) > 0, 1)
 
 
-def active(table: tf.Tensor, pairs: tf.sparse.SparseTensor) -> tf.Tensor:
-    """`table` [rows, dim] with the rows that have no training pairs in `pairs` [rows, other] zeroed:
+def active(table: tf.Tensor, seen: tf.Tensor) -> tf.Tensor:
+    """`table` [rows, dim] with the rows without training pairs (`seen` [rows, 1], `has_pairs`) zeroed:
     an id never seen in training (an OOV row, a key only a warm start knows) is no candidate and no
     query, so it stays out of the sums over all pairs."""
-    return table * tf.cast(has_pairs(pairs), table.dtype)
+    return table * tf.cast(seen, table.dtype)
 
 
-def keep_unseen(solved: tf.Tensor, table: tf.Tensor, pairs: tf.sparse.SparseTensor) -> tf.Tensor:
-    """`solved` [rows, dim] where a row has training pairs, `table`'s row elsewhere: an unseen id keeps
-    its start (random, or a warm start's row), as under gradient training, rather than a zero vector
-    whose scores would all tie."""
-    return tf.where(has_pairs(pairs), solved, table)
+def keep_unseen(solved: tf.Tensor, table: tf.Tensor, seen: tf.Tensor) -> tf.Tensor:
+    """`solved` [rows, dim] where a row has training pairs (`seen` [rows, 1], `has_pairs`), `table`'s
+    row elsewhere: an unseen id keeps its start (random, or a warm start's row), as under gradient
+    training, rather than a zero vector whose scores would all tie."""
+    return tf.where(seen, solved, table)
 
 
 def objective(pairs: tf.sparse.SparseTensor, query: tf.Tensor, candidate: tf.Tensor, l2: float) -> tf.Tensor:
@@ -101,16 +101,17 @@ def fit_als(net: keras.Model, state: EpochState, interactions: Interactions, val
     candidate = net.candidate_tower.get_layer(f"embedding_{net.candidate_id}")
     pairs = pair_matrix(interactions, query.num_rows, candidate.num_rows)
     transposed = tf.sparse.reorder(tf.sparse.transpose(pairs))
+    query_seen, candidate_seen = has_pairs(pairs), has_pairs(transposed)
 
     def sweep(epoch: int) -> dict[str, float]:
         if query.trainable:
-            solved = solve_side(pairs, active(candidate.embeddings, transposed), l2)
-            query.embeddings.assign(keep_unseen(solved, query.embeddings, pairs))
+            solved = solve_side(pairs, active(candidate.embeddings, candidate_seen), l2)
+            query.embeddings.assign(keep_unseen(solved, query.embeddings, query_seen))
         if candidate.trainable:
-            solved = solve_side(transposed, active(query.embeddings, pairs), l2)
-            candidate.embeddings.assign(keep_unseen(solved, candidate.embeddings, transposed))
-        logs = {"loss": float(objective(pairs, active(query.embeddings, pairs), active(candidate.embeddings, transposed),
-                                        l2))}
+            solved = solve_side(transposed, active(query.embeddings, query_seen), l2)
+            candidate.embeddings.assign(keep_unseen(solved, candidate.embeddings, candidate_seen))
+        loss = objective(pairs, active(query.embeddings, query_seen), active(candidate.embeddings, candidate_seen), l2)
+        logs = {"loss": float(loss)}
         if validation is not None:
             scores = net.evaluate(validation, verbose=0, return_dict=True)
             # The validation loss is the softmax's, which ALS does not minimise.

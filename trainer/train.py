@@ -218,7 +218,6 @@ class Trainer:
     def fit(self, task: ClusterTask) -> Fitted:
         """Builds, warm-starts and trains the model; the best epoch's weights when early stopping kept one."""
         model = self.config.model
-        check_solver(self.config, task)
         keras.utils.set_random_seed(model.seed)
         strategy = choose_strategy(task)
         with strategy.scope():
@@ -231,19 +230,18 @@ class Trainer:
         started = time.time()
         if task.strategy == "parameter_server":
             history, best = self._fit_with_parameter_servers(net, extra)
-        elif model.solver == "als":
-            validation = self.validation_data(extra)
-            history, best = fit_als(net, EpochState(self.staging, net), extra, validation, model.epochs, model.als_l2,
-                                    model.early_stopping_patience if validation is not None else 0,
-                                    self.checkpoint_path(), self.verbose)
         else:
             state = EpochState(self.staging, net, task.is_chief)
             validation = self.validation_data(extra)
-            history, best = fit_epochs(
-                net, state, lambda epoch: shard_by_data(self.epoch_data(epoch, extra)),
-                None if validation is None else shard_by_data(validation), model.epochs, self.steps(extra),
-                self.callbacks(), model.early_stopping_patience if validation is not None else 0, model.kind,
-                self.verbose)
+            patience = model.early_stopping_patience if validation is not None else 0
+            if model.solver == "als":   # one process (`check_solver`)
+                history, best = fit_als(net, state, extra, validation, model.epochs, model.als_l2, patience,
+                                        self.checkpoint_path(), self.verbose)
+            else:
+                history, best = fit_epochs(
+                    net, state, lambda epoch: shard_by_data(self.epoch_data(epoch, extra)),
+                    None if validation is None else shard_by_data(validation), model.epochs, self.steps(extra),
+                    self.callbacks(), patience, model.kind, self.verbose)
         if best is not None and best != history[-1]["epoch"]:
             net.load_weights(self.checkpoint_path().format(epoch=best + 1))
         warm = None if warm_start is None else {"from": plan.source, "features": warm_start}
@@ -350,7 +348,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_solver(config: Config, task: ClusterTask) -> None:
-    """ALS trains in one process.
+    """ALS trains in one process: checked in `train_run`, before a cluster task starts serving.
 
     Raises:
         UsageError: `solver: als` in a training cluster.
@@ -367,10 +365,11 @@ def train_run(run: RunDir, job_dir: str | None = None) -> dict[str, Any]:
     """
     task = cluster_task()
     # Before a parameter server or worker starts serving, so that no task waits for a chief that stopped.
-    check_solver(config_from_dict(run.read_manifest()["config"]), task)
+    config = config_from_dict(run.read_manifest()["config"])
+    check_solver(config, task)
     if task.serves_only:
         serve_parameter_server_task()
-    trainer = Trainer(run, job_dir)
+    trainer = Trainer(run, job_dir, config)
     if not task.is_chief:
         with op_determinism():
             return trainer.train(task)

@@ -146,7 +146,8 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
     defaults = {"embedding_dim": 32, "hidden_units": [64, 32], "epochs": 10, "batch_size": 1024,
                 "learning_rate": 0.01, "l2": 0.0, "early_stopping_patience": 0}
     query, candidate = section.names("query"), section.names("candidate")
-    solver = _solver(section, kind, query, candidate)
+    embeddings = section.get("embeddings", dict, {})
+    solver = _solver(section, kind, query, candidate, embeddings)
     if kind == "two_tower":
         # Chosen by the validation sweep in the README (Models); epochs is a bound, early stopping ends training.
         defaults.update({"embedding_dim": 64, "hidden_units": [], "epochs": 30, "batch_size": 512,
@@ -154,7 +155,6 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
     if solver == "als":
         # Sweeps converge slowly and the validation HR of one sweep is noisy: no early stopping.
         defaults.update({"epochs": 40, "early_stopping_patience": 0})
-    embeddings = section.get("embeddings", dict, {})
     for feature, dim in embeddings.items():
         if feature not in features:
             raise ConfigError(f"{section.key('embeddings')}.{feature}: not a configured feature")
@@ -225,7 +225,8 @@ GRADIENT_SETTINGS = ("batch_size", "learning_rate", "optimizer", "l2", "temperat
 NOT_A_FACTORISATION = ("hidden_units", "query_history")
 
 
-def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tuple[str, ...]) -> str:
+def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tuple[str, ...],
+            embeddings: Mapping[str, Any]) -> str:
     """`model.solver` resolved: `auto` is als for a plain factorisation (one id feature a tower, no
     hidden layers, history or per-feature dimension of those ids) that names no gradient setting,
     else gradient."""
@@ -233,9 +234,8 @@ def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tupl
     if data.get("solver") is not None and kind != "two_tower":
         raise ConfigError(f"{section.key('solver')}: only two_tower models choose a solver (got kind {kind})")
     solver = section.choice("solver", SOLVERS, "auto")
-    per_feature = section.get("embeddings", dict, {})
     plain = kind == "two_tower" and len(query) == len(candidate) == 1 and \
-        not any(data.get(name) for name in NOT_A_FACTORISATION) and not set(query + candidate) & set(per_feature)
+        not any(data.get(name) for name in NOT_A_FACTORISATION) and not set(query + candidate) & set(embeddings)
     named = [name for name in GRADIENT_SETTINGS if data.get(name) is not None]
     if solver == "auto":
         solver = "als" if plain and not named else "gradient"
