@@ -51,6 +51,14 @@ def example_config(**model) -> dict:
     return config
 
 
+def genres_config(**model) -> dict:
+    """examples/movielens.yaml with the genres text in the candidate tower (so trained by gradient),
+    `model` keys replaced: the example as it was until 2026-11-24."""
+    config = example_config(candidate=["movieId", "genres"], **model)
+    config["features"] = {**config["features"], "genres": {"type": "text", "delimiter": "|"}}
+    return config
+
+
 def minimal_gradient_config() -> dict:
     """The minimal config trained by gradient steps (the softmax) instead of its default solver, als."""
     config = minimal_config()
@@ -60,9 +68,11 @@ def minimal_gradient_config() -> dict:
 CONFIGS: dict[str, Callable[[], dict]] = {
     "embedpipe minimal two-tower (defaults: solver als)": minimal_config,
     "embedpipe minimal two-tower with solver: gradient (the softmax)": minimal_gradient_config,
-    "embedpipe examples/movielens.yaml (mean of the last 100 movies)": example_config,
-    "embedpipe examples/movielens.yaml with query_encoder: attention, query_history: 50":
-        lambda: example_config(query_encoder="attention", query_history=50),
+    "embedpipe examples/movielens.yaml (solver als, the last 100 movies by recency)": example_config,
+    "embedpipe examples/movielens.yaml with genres in the candidate tower (solver gradient, mean of the last 100)":
+        genres_config,
+    "the same with query_encoder: attention, query_history: 50":
+        lambda: genres_config(query_encoder="attention", query_history=50),
 }
 
 

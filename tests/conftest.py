@@ -28,6 +28,15 @@ def write_config(directory: pathlib.Path, example: str, **overrides) -> pathlib.
     return path
 
 
+def write_genres_config(directory: pathlib.Path, data: pathlib.Path, model: dict, **overrides) -> pathlib.Path:
+    """The MovieLens example reading `data`, with the genres text in the candidate tower (so trained by
+    gradient: a tower of several features) and `model` keys updated."""
+    features = {"userId": {"type": "vocabulary"}, "movieId": {"type": "vocabulary"},
+                "genres": {"type": "text", "delimiter": "|"}, "timestamp": {"type": "numeric", "normalize": "none"}}
+    return write_config(directory, "movielens", input={"path": str(data)}, features=features,
+                        model={"candidate": ["movieId", "genres"], **model}, **overrides)
+
+
 def unframed(framed: bytes) -> list[bytes]:
     """The records of TFRecord-framed bytes (what preprocess's EncodeExamples emits), both
     checksums of each checked."""
@@ -64,10 +73,10 @@ def taxi_run(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def movielens_run(tmp_path_factory, movielens_sample) -> pathlib.Path:
-    """`embedpipe run` of the MovieLens example on a sample of users."""
+    """`embedpipe run` of the MovieLens example on a sample of users, trained by gradient with the
+    genres text in the candidate tower (a tower of several features)."""
     directory = tmp_path_factory.mktemp("ml")
-    config = write_config(directory, "movielens", input={"path": str(movielens_sample)},
-                          model={"epochs": 3, "embedding_dim": 16})
+    config = write_genres_config(directory, movielens_sample, model={"epochs": 3, "embedding_dim": 16})
     assert run_cli("run", config, "--output", directory / "runs", "--run-id", "m1") == 0
     return directory / "runs" / "m1"
 

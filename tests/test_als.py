@@ -15,7 +15,8 @@ from tests.conftest import run_cli
 from pipelines.core.config_parse import config_from_dict
 from pipelines.core.errors import ConfigError, UsageError
 from pipelines.core.rundir import RunDir
-from trainer.als import has_pairs, keep_unseen, objective, solve_side
+from trainer.als import has_pairs, history_matrix, keep_unseen, objective, solve_side
+from trainer.interactions import Interactions
 from trainer.train import train_run
 
 
@@ -76,7 +77,9 @@ def model_of(**model) -> dict:
     ({"solver": "gradient"}, "gradient"),
     ({"temperature": 0.5}, "gradient"),                        # a gradient setting asks for gradient training
     ({"hidden_units": [32]}, "gradient"),
-    ({"query_history": 20, "history_order": "t"}, "gradient"),
+    ({"query_history": 20, "history_order": "t"}, "als"),          # an ordered history: solved from it
+    ({"query_history": 20}, "gradient"),                                # a sample without an order
+    ({"query_history": 20, "history_order": "t", "query_encoder": "attention"}, "gradient"),
     ({"solver": "als", "als_l2": 3}, "als"),
     ({"batch_size": None}, "als"),                             # null is unset, as everywhere in the config
     ({"embeddings": {"user": 32}}, "gradient"),                # an id of its own dimension needs a projection
@@ -90,7 +93,8 @@ def test_auto_solver_is_als_for_a_plain_factorisation(model, solver):
 
 
 @pytest.mark.parametrize("model, message", [
-    ({"solver": "als", "query_history": 20}, "model.solver: als factorises the query x candidate matrix"),
+    ({"solver": "als", "query_history": 20}, "model.solver: als solves .* query_history needs a model.history_order"),
+    ({"solver": "als", "hidden_units": [8]}, "model.solver: als factorises the query x candidate matrix"),
     ({"solver": "als", "learning_rate": 0.1}, "model.solver: als does not read learning_rate"),
     ({"solver": "als", "als_l2": 0}, "model.als_l2: must be a positive number"),
     ({"solver": "newton"}, "model.solver: 'newton' is not one of auto, gradient, als"),
@@ -101,6 +105,37 @@ def test_auto_solver_is_als_for_a_plain_factorisation(model, solver):
 def test_als_misconfigured_gets_one_line(model, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(model_of(**model))
+
+
+@pytest.mark.parametrize("model, decay", [
+    ({"query_history": 20, "history_order": "t"}, 0.9),            # ordered: newer items weigh more
+    ({"query_history": 20, "history_order": "t", "history_decay": 1}, 1.0),
+    ({"query_history": 20}, 1.0),                                   # no order, no ages
+    ({"query_history": 20, "history_order": "t", "query_encoder": "attention"}, 1.0),   # positions are learned
+])
+def test_history_decay_defaults_to_recency_only_with_an_order(model, decay):
+    assert config_from_dict(model_of(**model)).model.history_decay == decay
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"query_history": 20, "history_decay": 0.5}, "model.history_decay: weighs a two-tower mean encoder's history items by age"),
+    ({"query_history": 20, "history_order": "t", "query_encoder": "attention", "history_decay": 0.5},
+     "needs model.history_order and query_encoder: mean"),
+    ({"query_history": 20, "history_order": "t", "history_decay": 0}, r"model.history_decay: must be in \(0, 1\]"),
+    ({"kind": "supervised", "label": "y", "history_decay": 0.5}, "needs model.history_order and query_encoder: mean"),
+    ({"query_history": 20, "history_order": "t", "history_decay": 1.5}, r"model.history_decay: must be in \(0, 1\]"),
+])
+def test_history_decay_misconfigured_gets_one_line(model, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(model_of(**model))
+
+
+def test_history_matrix_weighs_the_latest_items_by_age():
+    # Query 0 saw items 3, 1, 2 (in that order), query 1 item 0; the history keeps the latest two.
+    interactions = Interactions(seen={0: {1, 2, 3}, 1: {0}}, counts=np.ones(4), features={},
+                                last_seen={(0, 3): 10.0, (0, 1): 20.0, (0, 2): 30.0, (1, 0): 5.0})
+    history = tf.sparse.to_dense(history_matrix(interactions, 3, 4, length=2, decay=0.5)).numpy()
+    np.testing.assert_allclose(history, [[0, 0.5, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +212,32 @@ def test_a_frozen_warm_started_table_stays_and_the_other_is_solved_for_it(als_ru
         seen = [row[m] for m in train.movieId[train.userId == int(user)].astype(str).unique()]
         expected = np.linalg.solve(gram, movies[seen].sum(axis=0))
         np.testing.assert_allclose(users.embedding[user], expected, rtol=1e-3, atol=1e-4)
+
+
+def test_an_ordered_history_gives_each_user_the_solve_of_its_latest_items(ratings, tmp_path):
+    # Distinct times (each user's rank by time, then movie) make every history item's age exact.
+    frame = pd.read_csv(ratings).sort_values(["userId", "timestamp", "movieId"], kind="stable")
+    frame["timestamp"] = frame.groupby("userId").cumcount()
+    frame.to_csv(tmp_path / "ordered.csv", index=False)
+    config = {"name": "history", "input": {"path": str(tmp_path / "ordered.csv"), "format": "csv"},
+              "split": {"column": "is_last"},
+              "features": {"userId": {"type": "vocabulary"}, "movieId": {"type": "vocabulary"},
+                           "timestamp": {"type": "numeric", "normalize": "none"}},
+              "model": {"kind": "two_tower", "query": ["userId"], "candidate": ["movieId"], "query_history": 5,
+                        "history_order": "timestamp", "epochs": 3},
+              "entities": [{"name": "user", "key": "userId"}, {"name": "movie", "key": "movieId"}]}
+    (tmp_path / "history.yaml").write_text(yaml.safe_dump(config))
+    assert run_cli("run", tmp_path / "history.yaml", "--output", tmp_path / "runs", "--run-id", "h1") == 0
+    run = tmp_path / "runs" / "h1"
+    assert json.loads((run / "metrics.json").read_text())["solver"] == "als"
+    movies = pd.read_parquet(run / "embeddings" / "movie").set_index("key")
+    movies = movies[movies["count"] > 0]           # a movie without training pairs is in no sum
+    vectors = np.stack(movies.embedding.to_numpy()).astype(np.float64)
+    gram = vectors.T @ vectors + 5.0 * np.eye(vectors.shape[1])
+    users = pd.read_parquet(run / "embeddings" / "user").set_index("key")
+    train = frame[frame.is_last == 0]
+    row = {key: i for i, key in enumerate(movies.index)}
+    for user in ("1", "150", "300"):
+        latest = train[train.userId == int(user)].movieId.astype(str).to_numpy()[-5:]    # oldest first
+        weighted = sum(0.9 ** age * vectors[row[movie]] for age, movie in enumerate(latest[::-1]))
+        np.testing.assert_allclose(users.embedding[user], np.linalg.solve(gram, weighted), rtol=1e-3, atol=1e-4)

@@ -71,7 +71,7 @@ def test_movielens_entities_and_tower_vectors(movielens_run, movielens_sample):
     assert sorted(movies.key) == sorted(v.decode() for v in output.vocabulary_by_name("movieId"))
     assert sorted(users.key, key=int) == [str(u) for u in sorted(ratings.userId.unique())]
     assert vectors(movies).shape[1] == vectors(users).shape[1] == 16 and np.isfinite(vectors(movies)).all()
-    assert list(movies.columns) == ["key", "embedding", "count", "title", "year"]
+    assert list(movies.columns) == ["key", "embedding", "count", "title", "year", "genres"]
     toy = movies[movies.key == "1"].iloc[0]
     assert toy.title == "Toy Story (1995)" and toy["count"] == ((ratings.movieId == 1) & (ratings.is_last == 0)).sum()
     model = tf.saved_model.load(str(movielens_run / "model" / "export"))
@@ -92,7 +92,7 @@ def test_neighbors_command(movielens_run, capsys):
     assert run_cli("neighbors", movielens_run, "--entity", "movie", "--key", "Toy Story (1995)", "-k", "5") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "5 nearest to 'Toy Story (1995)' (key '1') in movie by dot (exact):"
-    assert len(lines) == 2 + 5 and all(line.count("\t") == 5 for line in lines[1:])
+    assert len(lines) == 2 + 5 and all(line.count("\t") == 6 for line in lines[1:])
     assert "Toy Story (1995)" not in "".join(lines[2:])
     assert run_cli("neighbors", movielens_run, "--entity", "movie", "--key", "No Such Movie", "-k", "5") == 2
     assert run_cli("neighbors", movielens_run, "--entity", "nothing", "--key", "1") == 2

@@ -1,4 +1,4 @@
-"""Two-tower internals on hand-made data: the causal query history, the exact-softmax catalogue."""
+"""Two-tower internals on hand-made data: the causal query history and its recency weights, the exact-softmax catalogue."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,7 @@ import tensorflow as tf
 from pipelines.core.config import ModelConfig
 from trainer.inputs import FeatureInput
 from trainer.interactions import Interactions
+from trainer.layers import CategoricalEmbedding
 from trainer.models import build_two_tower
 
 FEATURES = {"user": FeatureInput("user", "ids", 3, 4), "item": FeatureInput("item", "ids", 6, 4)}
@@ -48,3 +49,16 @@ def test_exact_softmax_aims_at_catalogue_rows():
     logits = query @ catalog.T
     expected = np.mean([np.log(np.exp(logits[0]).sum()) - logits[0, 2], np.log(np.exp(logits[1]).sum()) - logits[1, 3]])
     assert np.isclose(float(net.compute_batch_loss(features, training=False)), expected, rtol=1e-5)
+
+
+def test_the_mean_encoder_weighs_history_items_by_age():
+    layer = CategoricalEmbedding(6, 2, decay=0.5)
+    layer.build(None)
+    table = np.arange(12, dtype=np.float32).reshape(6, 2)
+    layer.embeddings.assign(table)
+    # user 0's history is items 1, 2, 3 (oldest first): ages 2, 1, 0; user 1's is item 5 alone
+    history = tf.ragged.constant([[1, 2, 3], [5]], dtype=tf.int64).to_sparse()
+    expected = [(0.25 * table[1] + 0.5 * table[2] + table[3]) / 1.75, table[5]]
+    np.testing.assert_allclose(layer(history).numpy(), expected, rtol=1e-6)
+    net = build_two_tower(model(query_history=3, history_order="t", history_decay=0.5), FEATURES, interactions())
+    assert net.query_tower.get_layer("embedding__history").decay == 0.5

@@ -17,7 +17,7 @@ from pipelines.core.warm_start import plan_warm_start
 from pipelines.tools.align import Aligner
 from pipelines.tools.drift import compare_runs
 from pipelines.tools.runs import prune_runs
-from tests.conftest import run_cli, write_config
+from tests.conftest import run_cli, write_genres_config
 from tests.test_explore import publish
 from tests.test_report import read_page
 from trainer.train import Trainer, embedding_layers
@@ -105,8 +105,7 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
     old_movies = table_by_key(movielens_run, "movieId")
     old_users = table_by_key(movielens_run, "userId")
     shifted_sample(movielens_sample, tmp_path / "next.csv")
-    config = write_config(tmp_path, "movielens", input={"path": str(tmp_path / "next.csv")},
-                          model={"epochs": 2, "embedding_dim": 16})
+    config = write_genres_config(tmp_path, tmp_path / "next.csv", model={"epochs": 2, "embedding_dim": 16})
     assert run_cli("preprocess", config, "--output", tmp_path / "runs", "--run-id", "next") == 0
     run = tmp_path / "runs" / "next"
     new_movies = [v.decode() for v in tft.TFTransformOutput(str(run / "transform")).vocabulary_by_name("movieId")]
@@ -147,8 +146,8 @@ def test_warm_start_across_vocabulary_changes(tmp_path, movielens_run, movielens
     metrics = json.loads((frozen / "metrics.json").read_text())
     assert metrics["warm_start"]["features"]["movieId"]["frozen"] is True
     # the next scheduled run, aligned onto the previous one (LATEST)
-    aligned_config = write_config(tmp_path, "movielens", input={"path": str(tmp_path / "next.csv")},
-                                  model={"epochs": 1, "embedding_dim": 16}, align_to="previous")
+    aligned_config = write_genres_config(tmp_path, tmp_path / "next.csv", model={"epochs": 1, "embedding_dim": 16},
+                                         align_to="previous")
     assert run_cli("run", aligned_config, "--output", tmp_path / "runs2", "--run-id", "aligned") == 0
     aligned = json.loads((tmp_path / "runs2" / "aligned" / "manifest.json").read_text())["stages"]["embed"]["aligned_to"]
     assert aligned["run"].endswith("frozen") and aligned["spaces"]["towers"]["aligned"]

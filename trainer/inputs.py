@@ -39,11 +39,14 @@ class FeatureInput:
         kind: "ids" (int64 [batch]), "token_ids" (SparseTensor [batch, tokens]) or "numeric" (float32 [batch]).
         num_rows: rows of the embedding table (categorical kinds only).
         dim: embedding dimension (categorical kinds only).
+        decay: token_ids only: the weight of a token relative to the next one, for a history (oldest
+            first) whose mean weighs newer items more; 1 weighs every token alike.
     """
     name: str
     kind: str
     num_rows: int = 0
     dim: int = 0
+    decay: float = 1.0
 
     @property
     def embedded(self) -> bool:

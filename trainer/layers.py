@@ -16,18 +16,20 @@ class CategoricalEmbedding(keras.layers.Layer):
     """Embedding table of one categorical feature.
 
     Dense ids [batch] -> vectors [batch, dim]; token ids (SparseTensor [batch, tokens]) -> the mean
-    of the token vectors [batch, dim] (zeros for an empty text).
+    of the token vectors [batch, dim] (zeros for an empty text), weighted by `decay` ** age with
+    `decay` < 1, where a token's age counts back from its row's last token (a history, oldest first).
     The table is the weight `embeddings` [num_rows, dim], named after the feature so that a
     warm start can find it in another run's checkpoint. With `l2` > 0 the layer adds
     l2 * mean squared norm of the vectors it returns, so rows are shrunk in proportion to how often
     they are used (the usual regularisation of matrix factorisation).
     """
 
-    def __init__(self, num_rows: int, dim: int, l2: float = 0.0, **kwargs):
+    def __init__(self, num_rows: int, dim: int, l2: float = 0.0, decay: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.num_rows = num_rows
         self.dim = dim
         self.l2 = l2
+        self.decay = decay
 
     def build(self, input_shape) -> None:
         self.embeddings = self.add_weight(
@@ -37,7 +39,8 @@ class CategoricalEmbedding(keras.layers.Layer):
 
     def call(self, ids: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
         if isinstance(ids, tf.SparseTensor):
-            vectors = tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, combiner="mean")
+            weights = recency_weights(ids, self.decay) if self.decay < 1 else None
+            vectors = tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, weights, combiner="mean")
         else:
             vectors = tf.nn.embedding_lookup(self.embeddings, ids)
         if self.l2:
@@ -45,7 +48,16 @@ class CategoricalEmbedding(keras.layers.Layer):
         return vectors
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "num_rows": self.num_rows, "dim": self.dim, "l2": self.l2}
+        return {**super().get_config(), "num_rows": self.num_rows, "dim": self.dim, "l2": self.l2, "decay": self.decay}
+
+
+def recency_weights(ids: tf.SparseTensor, decay: float) -> tf.SparseTensor:
+    """decay ** age of each token of `ids` [batch, tokens] (same indices): 1 for a row's last token,
+    `decay` for the one before it, and so on."""
+    rows, columns = ids.indices[:, 0], ids.indices[:, 1]
+    lengths = tf.math.unsorted_segment_max(columns + 1, rows, num_segments=ids.dense_shape[0])
+    ages = tf.cast(tf.gather(lengths, rows) - 1 - columns, tf.float32)
+    return tf.SparseTensor(ids.indices, tf.pow(tf.constant(decay, tf.float32), ages), ids.dense_shape)
 
 
 def model_input(feature: FeatureInput) -> keras.Input:
@@ -57,7 +69,7 @@ def model_input(feature: FeatureInput) -> keras.Input:
 
 
 def embedding_layer(feature: FeatureInput, l2: float = 0.0) -> CategoricalEmbedding:
-    return CategoricalEmbedding(feature.num_rows, feature.dim, l2, name=f"embedding_{feature.name}")
+    return CategoricalEmbedding(feature.num_rows, feature.dim, l2, feature.decay, name=f"embedding_{feature.name}")
 
 
 def encode_features(features: list[FeatureInput], inputs: dict[str, keras.Input],

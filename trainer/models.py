@@ -150,12 +150,12 @@ class TwoTowerModel(keras.Model):
         seen = [sorted(positions[list(interactions.seen.get(query, ()))].tolist()) for query in range(num_queries)]
         self.seen = tf.RaggedTensor.from_row_lengths(tf.constant([p for row in seen for p in row], tf.int64),
                                                      tf.constant([len(row) for row in seen], tf.int64))
-        self.history_length, self.history_order = model.query_history, model.history_order
-        self.sequential = model.query_history and model.query_encoder == "attention"
+        self.history_length, self.history_order = model.tower_history, model.history_order
+        self.sequential = model.tower_history and model.query_encoder == "attention"
         self.history_table = self.history_times = None
-        if model.query_history:
+        if model.tower_history:
             # Variables, not graph constants, so a large history does not bloat the exported graph.
-            items, times = interactions.history(num_queries, model.query_history, model.seed)
+            items, times = interactions.history(num_queries, model.tower_history, model.seed)
             self.history_table = (tf.Variable(items.values, trainable=False, name="history_values"),
                                   tf.Variable(items.row_splits, trainable=False, name="history_row_splits"))
             if model.history_order:
@@ -338,12 +338,13 @@ def build_two_tower(model: ModelConfig, features: dict[str, FeatureInput], inter
     query_features = [features[f] for f in model.query]
     candidates = features[model.candidate[0]]
     sequence = None
-    if model.query_history and model.query_encoder == "attention":
-        sequence = SequenceEncoder(candidates.num_rows, model.embedding_dim, model.query_history,
+    if model.tower_history and model.query_encoder == "attention":
+        sequence = SequenceEncoder(candidates.num_rows, model.embedding_dim, model.tower_history,
                                    model.attention_blocks, model.attention_heads, model.attention_dropout, model.l2,
                                    table_name=f"embedding_{HISTORY}", name="history_encoder")
-    elif model.query_history:
-        query_features.append(FeatureInput(HISTORY, "token_ids", candidates.num_rows, model.embedding_dim))
+    elif model.tower_history:
+        query_features.append(FeatureInput(HISTORY, "token_ids", candidates.num_rows, model.embedding_dim,
+                                           model.history_decay))
     towers = {"query": build_tower("query", query_features, model.embedding_dim, model.hidden_units, model.l2, sequence),
               "candidate": build_tower("candidate", [features[f] for f in model.candidate], model.embedding_dim,
                                        model.hidden_units, model.l2)}

@@ -235,8 +235,8 @@ class Trainer:
             validation = self.validation_data(extra)
             patience = model.early_stopping_patience if validation is not None else 0
             if model.solver == "als":   # one process (`check_solver`)
-                history, best = fit_als(net, state, extra, validation, model.epochs, model.als_l2, patience,
-                                        self.checkpoint_path(), self.verbose)
+                history, best = fit_als(net, state, extra, validation, model, patience, self.checkpoint_path(),
+                                        self.verbose)
             else:
                 history, best = fit_epochs(
                     net, state, lambda epoch: shard_by_data(self.epoch_data(epoch, extra)),

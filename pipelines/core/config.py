@@ -158,11 +158,18 @@ class ModelConfig:
     query_history: int = 0
     history_order: str | None = None
     query_encoder: str = "mean"
+    history_decay: float = 1.0
     attention_blocks: int = 1
     attention_heads: int = 1
     attention_dropout: float = 0.2
     eval_max_examples: int = 20000
     ablation: tuple[str, ...] = ()
+
+    @property
+    def tower_history(self) -> int:
+        """History length the query tower reads: `query_history` under gradient training; 0 under ALS,
+        which solves each query's vector from its history instead (`trainer/als.py`)."""
+        return self.query_history if self.solver == "gradient" else 0
 
     def dim_of(self, feature: str) -> int:
         """Embedding dimension of `feature`: its own setting, else the default."""

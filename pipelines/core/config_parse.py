@@ -192,6 +192,8 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
         query_history=section.positive_int("query_history", 0, minimum=0),
         history_order=section.get("history_order", str),
         query_encoder=section.choice("query_encoder", QUERY_ENCODERS, "mean"),
+        history_decay=section.get("history_decay", float, HISTORY_DECAY if section.data.get("history_order") and
+                                  section.data.get("query_encoder") != "attention" else 1.0),
         attention_blocks=section.positive_int("attention_blocks", 1),
         attention_heads=section.positive_int("attention_heads", 1),
         attention_dropout=section.get("attention_dropout", float, 0.2),
@@ -208,6 +210,8 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
         raise ConfigError(f"{section.key('l2')}: must be >= 0")
     if model.als_l2 <= 0 or not math.isfinite(model.als_l2):
         raise ConfigError(f"{section.key('als_l2')}: must be a positive number")
+    if not 0 < model.history_decay <= 1:
+        raise ConfigError(f"{section.key('history_decay')}: must be in (0, 1] (1 weighs every history item alike)")
     if model.temperature <= 0:
         raise ConfigError(f"{section.key('temperature')}: must be a positive number")
     if not 0 <= model.attention_dropout < 1:
@@ -221,28 +225,34 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
 
 # Settings only gradient training reads: naming one asks for it (`solver: auto`).
 GRADIENT_SETTINGS = ("batch_size", "learning_rate", "optimizer", "l2", "temperature", "sampling_correction", "softmax")
-# What makes a two-tower model more than a factorisation of the query x candidate matrix.
-NOT_A_FACTORISATION = ("hidden_units", "query_history")
+# The weight of a history item relative to the next newer one, with an order: chosen on the
+# validation split (README, Models: "How `history_decay` and the example's model were chosen").
+HISTORY_DECAY = 0.9
 
 
 def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tuple[str, ...],
             embeddings: Mapping[str, Any]) -> str:
     """`model.solver` resolved: `auto` is als for a plain factorisation (one id feature a tower, no
-    hidden layers, history or per-feature dimension of those ids) that names no gradient setting,
-    else gradient."""
+    hidden layers or per-feature dimension of those ids, no history or an ordered one read by the mean
+    encoder) that names no gradient setting, else gradient."""
     data = section.data
     if data.get("solver") is not None and kind != "two_tower":
         raise ConfigError(f"{section.key('solver')}: only two_tower models choose a solver (got kind {kind})")
     solver = section.choice("solver", SOLVERS, "auto")
-    plain = kind == "two_tower" and len(query) == len(candidate) == 1 and \
-        not any(data.get(name) for name in NOT_A_FACTORISATION) and not set(query + candidate) & set(embeddings)
+    # ALS solves a query's vector from its latest items, weighted by age: that needs their order.
+    history = not data.get("query_history") or (data.get("history_order") and data.get("query_encoder") != "attention")
+    plain = kind == "two_tower" and len(query) == len(candidate) == 1 and history and \
+        not data.get("hidden_units") and not set(query + candidate) & set(embeddings)
     named = [name for name in GRADIENT_SETTINGS if data.get(name) is not None]
     if solver == "auto":
         solver = "als" if plain and not named else "gradient"
+    elif solver == "als" and data.get("query_history") and not data.get("history_order"):
+        raise ConfigError(f"{section.key('solver')}: als solves each query's vector from its latest items, weighted "
+                          "by age: query_history needs a model.history_order (or set solver: gradient)")
     elif solver == "als" and not plain:
         raise ConfigError(f"{section.key('solver')}: als factorises the query x candidate matrix: it needs one id "
-                          "feature in each tower, no hidden_units, no query_history and no per-feature embeddings "
-                          "dimension for them")
+                          "feature in each tower, no hidden_units, no per-feature embeddings dimension for them, and "
+                          "no query_history or one with a history_order and the mean encoder")
     elif solver == "als" and named:
         raise ConfigError(f"{section.key('solver')}: als does not read {', '.join(named)} (gradient settings); "
                           "its regularisation is model.als_l2")
@@ -264,6 +274,10 @@ def _check_model_features(section: Section, model: ModelConfig, features: Mappin
             raise ConfigError(f"{section.key('label')}: required for a supervised model")
         if model.label in features:
             raise ConfigError(f"{section.key('label')}: {model.label!r} is also a feature; the label must not be an input")
+    if section.data.get("history_decay") is not None and (
+            model.kind != "two_tower" or not model.history_order or model.query_encoder == "attention"):
+        raise ConfigError(f"{section.key('history_decay')}: weighs a two-tower mean encoder's history items by age, "
+                          "so it needs model.history_order and query_encoder: mean")
     if model.kind == "two_tower":
         for tower in ("query", "candidate"):
             names = getattr(model, tower)
