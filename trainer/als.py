@@ -29,6 +29,7 @@ import tf_keras as keras
 from pipelines.core.config import ModelConfig
 from trainer.epochs import EpochState, run_epochs
 from trainer.interactions import Interactions
+from trainer.layers import recency_weights
 
 
 def pair_matrix(interactions: Interactions, num_queries: int, num_candidates: int) -> tf.sparse.SparseTensor:
@@ -49,10 +50,9 @@ def history_matrix(interactions: Interactions, num_queries: int, num_candidates:
     if not interactions.last_seen:
         raise ValueError("an ALS history needs the order of the training pairs (model.history_order)")
     items, _ = interactions.history(num_queries, length, seed=0)   # ordered: oldest first, no sampling
-    items = items[:, -length:]
-    ages = items.row_lengths()[:, None] - 1 - tf.ragged.range(items.row_lengths())
-    weights = tf.pow(tf.constant(decay, tf.float32), tf.cast(ages.flat_values, tf.float32))
-    history = tf.sparse.SparseTensor(tf.stack([items.value_rowids(), items.flat_values], axis=1), weights,
+    latest = items[:, -length:].to_sparse()                          # [num_queries, length], as the mean encoder reads
+    weights = recency_weights(latest, decay)
+    history = tf.sparse.SparseTensor(tf.stack([latest.indices[:, 0], latest.values], axis=1), weights.values,
                                      [num_queries, num_candidates])
     return tf.sparse.reorder(history)
 
@@ -136,9 +136,11 @@ def fit_als(net: keras.Model, state: EpochState, interactions: Interactions, val
                                  model.history_decay)
 
     def sweep(epoch: int) -> dict[str, float]:
-        queries = active(query.embeddings, query_seen)     # U: fitted to X, the table V is solved from
+        # U: fitted to X, the table V is solved from (a frozen table as it is)
         if query.trainable:
             queries = active(solve_side(pairs, active(candidate.embeddings, candidate_seen), l2), query_seen)
+        else:
+            queries = active(query.embeddings, query_seen)
         if candidate.trainable:
             solved = solve_side(transposed, queries, l2)
             candidate.embeddings.assign(keep_unseen(solved, candidate.embeddings, candidate_seen))

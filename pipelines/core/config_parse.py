@@ -192,8 +192,7 @@ def _parse_model(section: Section, features: Mapping[str, FeatureConfig], shape:
         query_history=section.positive_int("query_history", 0, minimum=0),
         history_order=section.get("history_order", str),
         query_encoder=section.choice("query_encoder", QUERY_ENCODERS, "mean"),
-        history_decay=section.get("history_decay", float, HISTORY_DECAY if section.data.get("history_order") and
-                                  section.data.get("query_encoder") != "attention" else 1.0),
+        history_decay=section.get("history_decay", float, HISTORY_DECAY if _ordered_mean_history(section) else 1.0),
         attention_blocks=section.positive_int("attention_blocks", 1),
         attention_heads=section.positive_int("attention_heads", 1),
         attention_dropout=section.get("attention_dropout", float, 0.2),
@@ -230,6 +229,11 @@ GRADIENT_SETTINGS = ("batch_size", "learning_rate", "optimizer", "l2", "temperat
 HISTORY_DECAY = 0.9
 
 
+def _ordered_mean_history(section: Section) -> bool:
+    """Whether the config orders the history and reads it with the mean encoder (whose items can be aged)."""
+    return bool(section.data.get("history_order")) and section.data.get("query_encoder") != "attention"
+
+
 def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tuple[str, ...],
             embeddings: Mapping[str, Any]) -> str:
     """`model.solver` resolved: `auto` is als for a plain factorisation (one id feature a tower, no
@@ -240,7 +244,7 @@ def _solver(section: Section, kind: str, query: tuple[str, ...], candidate: tupl
         raise ConfigError(f"{section.key('solver')}: only two_tower models choose a solver (got kind {kind})")
     solver = section.choice("solver", SOLVERS, "auto")
     # ALS solves a query's vector from its latest items, weighted by age: that needs their order.
-    history = not data.get("query_history") or (data.get("history_order") and data.get("query_encoder") != "attention")
+    history = not data.get("query_history") or _ordered_mean_history(section)
     plain = kind == "two_tower" and len(query) == len(candidate) == 1 and history and \
         not data.get("hidden_units") and not set(query + candidate) & set(embeddings)
     named = [name for name in GRADIENT_SETTINGS if data.get(name) is not None]
